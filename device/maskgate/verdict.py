@@ -1,0 +1,42 @@
+"""Per-frame verdict: would this one frame let people in? (The decider adds time on top.)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .pipeline import FaceResult
+
+Policy = Literal["nearest", "all"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Literal["granted", "denied", "no_face"]
+    reason: str
+
+
+def judge_frame(
+    faces: tuple[FaceResult, ...] | list[FaceResult],
+    *,
+    threshold: float,
+    policy: Policy = "all",
+    min_face_px: float = 0.0,
+) -> Verdict:
+    """Grant only if every face that counts is ``with_mask`` with p ≥ ``threshold``.
+
+    Faces smaller than ``min_face_px`` (height) are too far away to count; under ``nearest``
+    only the largest face counts, under ``all`` every face does.
+    """
+    counted = [f for f in faces if f.face.height >= min_face_px]
+    if not counted:
+        return Verdict("no_face", "no face close enough" if faces else "no face")
+    if policy == "nearest":
+        counted = [max(counted, key=lambda f: f.face.width * f.face.height)]
+    for result in counted:
+        probs = result.prediction.probs
+        if result.prediction.label == "incorrect_mask":
+            return Verdict("denied", "mask worn incorrectly: cover your nose and mouth")
+        if probs.get("with_mask", 0.0) < threshold:
+            return Verdict("denied", "no mask" if len(counted) == 1 else "not everyone wears a mask")
+    return Verdict("granted", "mask worn")

@@ -1,0 +1,1 @@
+"""Model bundles shipped with maskgate (installed as the ``maskgate.models`` package)."""
