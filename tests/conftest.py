@@ -1,0 +1,45 @@
+"""Shared fixtures: real photos from scikit-image and tiny real TFLite bundles."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import build_bundle  # noqa: E402
+
+# In the astronaut photo (512×512) her face spans roughly this box.
+ASTRONAUT_FACE = (180, 80, 272, 176)
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+@pytest.fixture(scope="session")
+def no_face_photo() -> np.ndarray:
+    from skimage import data
+
+    return cv2.cvtColor(data.rocket(), cv2.COLOR_RGB2BGR)
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from maskgate.detector import FaceDetector
+
+    return FaceDetector()
+
+
+@pytest.fixture(scope="session")
+def tiny_bundles(tmp_path_factory) -> dict[str, Path]:
+    """One colour-model bundle per quantisation: float32, int8, uint8."""
+    root = tmp_path_factory.mktemp("bundles")
+    return {q: build_bundle(root / q, quantisation=q) for q in ("float32", "int8", "uint8")}

@@ -1,0 +1,90 @@
+"""`maskgate classify` and `maskgate bench` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import pytest
+from conftest import ASTRONAUT_FACE
+
+from maskgate.cli import main
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, astronaut, no_face_photo):
+    folder = tmp_path_factory.mktemp("photos")
+    cv2.imwrite(str(folder / "astronaut.png"), astronaut)
+    cv2.imwrite(str(folder / "rocket.jpg"), no_face_photo)
+    return folder
+
+
+def classify_json(capsys, *args):
+    code = main(["classify", "--json", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, [json.loads(line) for line in captured.out.splitlines()], captured.err
+
+
+def test_astronaut_has_one_face_and_rocket_none(capsys, photos, tiny_bundles):
+    code, records, _ = classify_json(capsys, photos, "--model", tiny_bundles["int8"])
+    assert code == 0
+    by_name = {r["image"].rsplit("/", 1)[-1]: r for r in records}
+    astronaut, rocket = by_name["astronaut.png"], by_name["rocket.jpg"]
+    assert (astronaut["width"], astronaut["height"]) == (512, 512)
+    (face,) = astronaut["faces"]
+    assert all(abs(a - b) <= 12 for a, b in zip(face["box"], ASTRONAUT_FACE))
+    assert face["label"] in face["probs"] and face["confidence"] == max(face["probs"].values())
+    assert astronaut["decision"] in ("granted", "denied")
+    assert rocket["faces"] == [] and rocket["decision"] == "no_face"
+
+
+def test_unreadable_image_is_reported_and_the_rest_still_processed(capsys, photos, tiny_bundles, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    code, records, err = classify_json(capsys, broken, photos / "astronaut.png", tmp_path / "missing.png",
+                                       "--model", tiny_bundles["int8"])
+    assert code == 1
+    assert [r["image"].rsplit("/", 1)[-1] for r in records] == ["astronaut.png"]
+    assert "broken.jpg: not a readable image" in err and "missing.png: no such file" in err
+
+
+def test_readable_table_without_json(capsys, photos, tiny_bundles):
+    assert main(["classify", str(photos / "astronaut.png"), "--model", str(tiny_bundles["int8"])]) == 0
+    out = capsys.readouterr().out
+    assert "astronaut.png  512x512" in out and "face 1:" in out
+
+
+def test_bad_model_dir_is_one_line_error(capsys, photos, tmp_path):
+    assert main(["classify", str(photos), "--model", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "metadata.json: model metadata not found" in err
+
+
+def test_bench_json_reports_every_figure(capsys, tiny_bundles):
+    assert main(["bench", "--json", "--seconds", "0.5", "--model", str(tiny_bundles["int8"])]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for stage in ("detect_ms", "classify_ms", "total_ms"):
+        assert 0 < report[stage]["median"] <= report[stage]["p95"]
+    assert report["fps"] > 0 and report["rss_mb"] > 10 and report["frame_size"] == "640x480"
+
+
+def test_bench_on_a_folder_of_frames(capsys, photos, tiny_bundles):
+    assert main(["bench", "--frames", str(photos), "--seconds", "0.2", "--model", str(tiny_bundles["int8"])]) == 0
+    assert "fps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["bench", "--seconds", "-1"], ["classify"], ["frobnicate"], ["classify", "x", "--threads", "0"]])
+def test_bad_arguments_exit_with_usage_not_traceback(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_console_script_version_and_help():
+    version = subprocess.run([sys.executable, "-m", "maskgate.cli", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("maskgate ")
+    helptext = subprocess.run([sys.executable, "-m", "maskgate.cli", "classify", "--help"], capture_output=True, text=True)
+    assert "--model DIR" in helptext.stdout

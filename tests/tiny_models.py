@@ -1,0 +1,65 @@
+"""Small real TFLite classifier bundles for tests, built with TensorFlow on the spot.
+
+The model looks only at mean colour: blue crops → with_mask, red → without_mask,
+green → incorrect_mask. That makes its answers predictable for every quantisation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+LABELS = ["with_mask", "without_mask", "incorrect_mask"]
+
+
+def build_bundle(out_dir: Path, *, input_size: int = 32, quantisation: str = "int8") -> Path:
+    """Write classifier.tflite + metadata.json for a colour model into ``out_dir``."""
+    import tensorflow as tf
+
+    inputs = tf.keras.Input((input_size, input_size, 3))
+    x = tf.keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    dense = tf.keras.layers.Dense(3, activation="softmax")
+    outputs = dense(x)
+    model = tf.keras.Model(inputs, outputs)
+    # logits = 12 * (channel - mean of the other two): RGB input, so index 2 is blue.
+    kernel = np.array([[-6, 12, -6], [-6, -6, 12], [12, -6, -6]], np.float32)
+    dense.set_weights([kernel, np.zeros(3, np.float32)])
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantisation in ("int8", "uint8"):
+        rng = np.random.default_rng(0)
+
+        def representative():
+            for _ in range(64):  # solid colours, so calibration sees the full range of means
+                colour = rng.integers(0, 256, 3).astype(np.float32)
+                yield [np.broadcast_to(colour, (1, input_size, input_size, 3)).copy()]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = getattr(tf, quantisation)
+        converter.inference_output_type = getattr(tf, quantisation)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "classifier.tflite").write_bytes(converter.convert())
+    (out_dir / "metadata.json").write_text(json.dumps(metadata(input_size=input_size, quantisation=quantisation)))
+    return out_dir
+
+
+def metadata(*, input_size: int, quantisation: str) -> dict:
+    return {
+        "format": "maskgate-classifier/1",
+        "labels": LABELS,
+        "input_size": input_size,
+        "colour_order": "RGB",
+        "normalisation": "raw",
+        "crop_margin": 0.2,
+        "threshold": 0.8,
+        "quantisation": quantisation,
+    }
+
+
+def solid_crop(bgr: tuple[int, int, int], size: int = 32) -> np.ndarray:
+    return np.full((size, size, 3), bgr, np.uint8)
