@@ -1,0 +1,97 @@
+"""``maskgate-train``: prepare → train → evaluate → export, or all at once; plus ``collect``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from maskgate.classifier import LABELS, default_bundle_dir
+from maskgate.errors import MaskgateError
+
+from .recipe import run_evaluate, run_export, run_prepare, run_train
+from .train import Hyperparameters, find_imagenet_weights
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SOURCES = ["scenes", "chandrikadeb7"]  # prajnasb states no licence: experiments only
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maskgate-train", description="Train and export maskgate's mask classifier.")
+    steps = parser.add_subparsers(dest="step", metavar="STEP", required=True)
+
+    def common(p, *, data=False, model=False):
+        p.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "maskgate-train",
+                       help="where crops, manifest and the float model go (default ~/.cache/maskgate-train)")
+        p.add_argument("--exclude-source", action="append", default=[], metavar="NAME",
+                       help="leave a source out of train and test (e.g. to measure on unseen photos)")
+        if data:
+            p.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data",
+                           help="data root with faces/<source>/<class>/ and scenes/ (default ../shared/data)")
+            p.add_argument("--sources", nargs="+", default=DEFAULT_SOURCES, metavar="NAME")
+            p.add_argument("--input-size", type=int, default=128, choices=range(64, 225), metavar="PX")
+            p.add_argument("--margin", type=float, default=0.2)
+        if model:
+            p.add_argument("--keras-home", type=Path, default=REPO_ROOT.parent / "shared" / "keras",
+                           help="folder with models/<ImageNet .h5> (default ../shared/keras)")
+            p.add_argument("--no-imagenet", action="store_true", help="train from scratch (tests only)")
+            p.add_argument("--head-epochs", type=int, default=Hyperparameters.head_epochs)
+            p.add_argument("--fine-tune-epochs", type=int, default=Hyperparameters.fine_tune_epochs)
+        p.add_argument("--bundle", type=Path, default=default_bundle_dir(), help="model bundle directory to write")
+
+    common(steps.add_parser("prepare", help="detect and crop faces, dedupe, split, write the manifest"), data=True)
+    common(steps.add_parser("train", help="transfer-train MobileNetV2 on the prepared crops"), model=True)
+    common(steps.add_parser("evaluate", help="test-split metrics and the grant threshold"))
+    common(steps.add_parser("export", help="int8 TFLite bundle + report"))
+    common(steps.add_parser("all", help="prepare, train, evaluate and export in one go"), data=True, model=True)
+
+    collect = steps.add_parser("collect", help="save face crops from a camera or video for retraining")
+    collect.add_argument("source", help="camera index (0) or video file/URL")
+    collect.add_argument("--out", type=Path, required=True)
+    collect.add_argument("--label", choices=LABELS, required=True)
+    collect.add_argument("--every", type=int, default=10, metavar="N", help="save every N-th frame (headless)")
+    collect.add_argument("--count", type=int, default=50, metavar="K", help="stop after K crops")
+    collect.add_argument("--size", type=int, default=128)
+    collect.add_argument("--margin", type=float, default=0.2)
+    collect.add_argument("--show", action="store_true", help="preview window; SPACE saves a crop")
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict | int:
+    if args.step == "collect":
+        from .collect import collect
+
+        return collect(args.source, args.out, label=args.label, every=args.every, count=args.count,
+                       size=args.size, margin=args.margin, show=args.show)
+    excluded = tuple(args.exclude_source)
+    result = {}
+    if args.step in ("prepare", "all"):
+        result["prepare"] = run_prepare(args.data, args.work_dir, sources=args.sources,
+                                        input_size=args.input_size, margin=args.margin)
+    if args.step in ("train", "all"):
+        weights = None if args.no_imagenet else find_imagenet_weights(args.keras_home)
+        hp = Hyperparameters(head_epochs=args.head_epochs, fine_tune_epochs=args.fine_tune_epochs)
+        result["train"] = run_train(args.work_dir, args.bundle, hp=hp, weights=weights, exclude_sources=excluded)
+    if args.step in ("evaluate", "all"):
+        result["evaluate"] = {"threshold": run_evaluate(args.work_dir, args.bundle, exclude_sources=excluded)["threshold"]}
+    if args.step in ("export", "all"):
+        result["export"] = run_export(args.work_dir, args.bundle, exclude_sources=excluded)["metrics"]["parity"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except MaskgateError as exc:
+        print(f"maskgate-train: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    print(json.dumps(result, indent=2, default=str) if isinstance(result, dict) else f"saved {result} crops")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

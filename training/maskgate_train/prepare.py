@@ -1,0 +1,230 @@
+"""Step 1 — prepare: labelled photos → face crops made by the device's own detector and crop.
+
+Sources are class folders (``faces/<source>/<class>/*.jpg``) and scene photos with Pascal-VOC face
+boxes (``scenes/images`` + ``scenes/annotations``). Every crop goes through
+``maskgate.detector.FaceDetector`` and ``maskgate.crop.crop_face``. Where the detector finds no face
+the fallback is, in order: pad the picture and retry (tight crops), then the annotated box (scenes)
+or a centre crop (class folders); the manifest records which method made each crop.
+Exact and near duplicates (64-bit difference hash within ``NEAR_DUPLICATE_BITS``) are dropped across
+all sources, and the split is by source photo, so every crop of one photo lands in one split.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from maskgate.classifier import LABELS
+from maskgate.crop import crop_face
+from maskgate.detector import Face, FaceDetector
+from maskgate.errors import FrameError
+from maskgate.frames import IMAGE_SUFFIXES, read_image
+
+from .errors import DataError
+
+VOC_LABELS = {"with_mask": "with_mask", "without_mask": "without_mask", "mask_weared_incorrect": "incorrect_mask"}
+MIN_SCENE_FACE_PX = 16  # smaller annotated faces hold too little to learn from
+NEAR_DUPLICATE_BITS = 4
+SPLIT_FRACTIONS = (0.8, 0.1)  # train, validation; the rest is test
+
+
+@dataclass
+class CropRecord:
+    source: str
+    path: str  # relative to the data root
+    label: str
+    group: str  # the source photo; all its crops share a split
+    method: str  # detector | padded | voc_box | centre
+    split: str = ""
+    dhash: str = ""
+    nose_y: float = float("nan")  # keypoints in crop pixels (nan when no detector face)
+    mouth_y: float = float("nan")
+
+
+def prepare(data_root: Path, out_dir: Path, *, sources: list[str], input_size: int, margin: float) -> dict:
+    """Write ``crops.npz`` and ``manifest.csv`` into ``out_dir``; return counts for the report."""
+    detector = FaceDetector(num_threads=2)
+    padded_detector = FaceDetector(num_threads=2, pad_retry=True)
+    crops: list[np.ndarray] = []
+    records: list[CropRecord] = []
+    for source in sources:
+        if source == "scenes":
+            items = _scene_crops(data_root / "scenes", detector, input_size, margin)
+        else:
+            items = _folder_crops(data_root / "faces" / source, source, detector, padded_detector, input_size, margin)
+        for crop, record in items:
+            record.path = str(Path(record.path).relative_to(data_root))
+            crops.append(crop)
+            records.append(record)
+    if not records:
+        raise DataError(f"{data_root}: no images found for sources {', '.join(sources)}")
+
+    total = len(records)
+    keep = _drop_duplicates(crops, records)
+    crops = [crops[i] for i in keep]
+    records = [records[i] for i in keep]
+    for record in records:
+        record.split = split_of(record.group)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(out_dir / "crops.npz", images=np.stack(crops))
+    with open(out_dir / "manifest.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(records[0])))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in records)
+    return summarise(records, dropped=total - len(records))
+
+
+def split_of(group: str) -> str:
+    """Deterministic split from a hash of the source photo's name."""
+    u = int(hashlib.sha1(group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "train" if u < SPLIT_FRACTIONS[0] else "val" if u < sum(SPLIT_FRACTIONS) else "test"
+
+
+def _folder_crops(folder, source, detector, padded_detector, input_size, margin):
+    if not folder.is_dir():
+        raise DataError(f"{folder}: source folder not found")
+    for label in LABELS:
+        class_dir = folder / label
+        if not class_dir.is_dir():
+            continue
+        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{class_dir}: class folder holds no images")
+        for path in tqdm(files, desc=f"{source}/{label}", unit="img"):
+            image = _read(path)
+            method, faces = "detector", detector.detect(image)
+            if not faces:
+                method, faces = "padded", padded_detector.detect(image)
+            if faces:
+                face = max(faces, key=lambda f: f.width * f.height)
+                crop = crop_face(image, face.box, size=input_size, margin=margin)
+                nose_y, mouth_y = _keypoints_in_crop(face, input_size, margin)
+            else:
+                method = "centre"
+                h, w = image.shape[:2]
+                side = min(h, w) / (1 + 2 * margin)
+                box = (w / 2 - side / 2, h / 2 - side / 2, w / 2 + side / 2, h / 2 + side / 2)
+                crop = crop_face(image, box, size=input_size, margin=margin)
+                nose_y = mouth_y = float("nan")
+            group = f"{source}/{label}/{path.stem}"
+            yield crop, CropRecord(source, str(path), label, group, method, nose_y=nose_y, mouth_y=mouth_y)
+
+
+def _scene_crops(scenes, detector, input_size, margin):
+    """Each annotated face is framed as a door camera would see it (face ≈ 1/4 of the picture),
+    then found by the detector; the annotated box is the fallback."""
+    annotations = sorted((scenes / "annotations").glob("*.xml"))
+    if not annotations:
+        raise DataError(f"{scenes / 'annotations'}: no VOC annotation files")
+    for xml_path in tqdm(annotations, desc="scenes", unit="img"):
+        image_path, boxes = read_voc(xml_path, scenes / "images")
+        image = _read(image_path)
+        for i, (label, box) in enumerate(boxes):
+            side = max(box[2] - box[0], box[3] - box[1])
+            if side < MIN_SCENE_FACE_PX:
+                continue
+            view_px = 256
+            view = crop_face(image, box, size=view_px, margin=1.5)  # face fills ~1/4 of the view
+            expected = np.array([view_px * 3 / 8, view_px * 3 / 8, view_px * 5 / 8, view_px * 5 / 8])
+            faces = [f for f in detector.detect(view) if _iou(np.array(f.box), expected) > 0.3]
+            if faces:
+                face = max(faces, key=lambda f: f.score)
+                crop = crop_face(view, face.box, size=input_size, margin=margin)
+                nose_y, mouth_y = _keypoints_in_crop(face, input_size, margin)
+                method = "detector"
+            else:
+                crop = crop_face(image, box, size=input_size, margin=margin)
+                nose_y = mouth_y = float("nan")
+                method = "voc_box"
+            group = f"scenes/{image_path.stem}"
+            record = CropRecord("scenes", str(image_path), label, group, method, nose_y=nose_y, mouth_y=mouth_y)
+            record.path = f"{image_path}#{i}"
+            yield crop, record
+
+
+def read_voc(xml_path: Path, images_dir: Path) -> tuple[Path, list[tuple[str, tuple[float, float, float, float]]]]:
+    """The image a VOC file describes and its (label, box) faces; unknown classes are errors."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise DataError(f"{xml_path}: not a readable VOC annotation ({exc})") from None
+    filename = root.findtext("filename")
+    if not filename:
+        raise DataError(f"{xml_path}: no <filename>")
+    image_path = images_dir / filename
+    boxes = []
+    for obj in root.iter("object"):
+        name = obj.findtext("name", "")
+        if name not in VOC_LABELS:
+            raise DataError(f"{xml_path}: unknown class {name!r} (expected one of {', '.join(VOC_LABELS)})")
+        bb = obj.find("bndbox")
+        try:
+            box = tuple(float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        except (TypeError, ValueError, AttributeError):
+            raise DataError(f"{xml_path}: object {name!r} has no valid <bndbox>") from None
+        boxes.append((VOC_LABELS[name], box))
+    return image_path, boxes
+
+
+def _read(path: Path) -> np.ndarray:
+    try:
+        return read_image(path)
+    except FrameError as exc:
+        raise DataError(str(exc)) from None
+
+
+def _keypoints_in_crop(face: Face, input_size: int, margin: float) -> tuple[float, float]:
+    side = max(face.width, face.height) * (1 + 2 * margin)
+    top = (face.box[1] + face.box[3]) / 2 - side / 2
+    to_crop = input_size / side
+    return (face.keypoints[2][1] - top) * to_crop, (face.keypoints[3][1] - top) * to_crop
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def dhash(crop: np.ndarray) -> int:
+    """64-bit difference hash of a crop (robust to resizing and re-encoding)."""
+    gray = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), (9, 8), interpolation=cv2.INTER_AREA)
+    bits = (gray[:, 1:] > gray[:, :-1]).ravel()
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def _drop_duplicates(crops, records) -> list[int]:
+    """Indices to keep: the first of every group of crops whose hashes differ by ≤ NEAR_DUPLICATE_BITS."""
+    hashes = np.array([dhash(c) for c in crops], dtype=np.uint64)
+    for record, h in zip(records, hashes):
+        record.dhash = f"{int(h):016x}"
+    keep = []
+    kept = np.zeros(0, np.uint64)
+    for i, h in enumerate(tqdm(hashes, desc="dedupe", unit="crop")):
+        if kept.size and np.bitwise_count(kept ^ h).min() <= NEAR_DUPLICATE_BITS:
+            continue
+        keep.append(i)
+        kept = np.append(kept, h)
+    return keep
+
+
+def summarise(records: list[CropRecord], dropped: int) -> dict:
+    counts: dict = {}
+    for r in records:
+        counts.setdefault(r.source, {}).setdefault(r.label, {}).setdefault(r.split, 0)
+        counts[r.source][r.label][r.split] += 1
+    methods: dict = {}
+    for r in records:
+        methods.setdefault(f"{r.source}/{r.label}", {}).setdefault(r.method, 0)
+        methods[f"{r.source}/{r.label}"][r.method] += 1
+    return {"crops": len(records), "duplicates_dropped": dropped, "counts": counts, "methods": methods}
