@@ -24,8 +24,8 @@ def build_bundle(out_dir: Path, *, input_size: int = 32, quantisation: str = "in
     dense = tf.keras.layers.Dense(3, activation="softmax")
     outputs = dense(x)
     model = tf.keras.Model(inputs, outputs)
-    # logits = 12 * (channel - mean of the other two): RGB input, so index 2 is blue.
-    kernel = np.array([[-6, 12, -6], [-6, -6, 12], [12, -6, -6]], np.float32)
+    # logits = 60 * (channel - mean of the other two): RGB input, so index 2 is blue.
+    kernel = np.array([[-30, 60, -30], [-30, -30, 60], [60, -30, -30]], np.float32)
     dense.set_weights([kernel, np.zeros(3, np.float32)])
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)

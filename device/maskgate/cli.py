@@ -83,6 +83,113 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _daemon(config, *, demo: bool) -> int:
+    import logging
+    import signal
+    import time
+
+    from .classifier import MaskClassifier
+    from .daemon import Daemon
+    from .decider import Decider
+    from .detector import FaceDetector
+    from .door import build_door
+    from .events import EventLog
+    from .notify import Notifier
+    from .pipeline import InferenceCore
+    from .sources import make_source
+
+    logging.basicConfig(level=config.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    core = InferenceCore(
+        FaceDetector(config.detector.model_path, num_threads=config.detector.num_threads,
+                     score_threshold=config.detector.score_threshold),
+        MaskClassifier(config.classifier.model_dir, num_threads=config.classifier.num_threads),
+    )
+    threshold = config.classifier.threshold or core.classifier.threshold
+    events = EventLog(config.events.resolved_state_dir(), snapshot_denied=config.events.snapshot_denied,
+                      snapshot_retention_days=config.events.snapshot_retention_days)
+    start = time.monotonic()
+    shown = [None]
+
+    def show(decision, result, unlocked):
+        key = (decision.state, unlocked)
+        if key != shown[0]:
+            shown[0] = key
+            labels = ", ".join(f"{fr.prediction.label} {fr.prediction.confidence:.0%}" for fr in result.faces) or "-"
+            print(f"{time.monotonic() - start:6.1f}s  {decision.state:<9} relay {'OPEN  ' if unlocked else 'locked'}"
+                  f"  {decision.reason:<45} faces: {labels}", flush=True)
+
+    with build_door(config.gpio) as door:
+        daemon = Daemon(core=core, decider=Decider(config.decision, threshold=threshold), door=door, events=events,
+                        open_source=lambda: make_source(config.camera), notifier=Notifier(),
+                        reconnect_max_seconds=config.camera.reconnect_max_seconds,
+                        on_decision=show if demo else None)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: daemon.stop())
+        code = daemon.run()
+    if demo:
+        print(f"door locked; {len(events.list())} events in {events.path}")
+    events.close()
+    return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    return _daemon(load_config(args.config), demo=args.verbose)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import importlib.resources
+    import tempfile
+
+    from .config import load_config
+
+    config = load_config(Path(str(importlib.resources.files("maskgate.configs") / "demo.yaml")))
+    with tempfile.TemporaryDirectory(prefix="maskgate-demo-") as state_dir:
+        config.events.state_dir = Path(state_dir)
+        print("maskgate demo: the door daemon on a replayed scene (nobody, no mask, nobody, mask) with mock GPIO")
+        return _daemon(config, demo=True)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    load_config(args.file)
+    print(f"{args.file}: OK")
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    import time
+
+    from .config import Config, load_config
+    from .events import open_existing
+
+    config = load_config(args.config) if args.config else Config()
+    log = open_existing(args.state_dir or config.events.resolved_state_dir())
+    since = time.time() - args.since if args.since is not None else None
+    for event in log.list(since=since, limit=args.limit):
+        if args.json:
+            print(json.dumps(event.as_dict()))
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.time))
+            labels = ", ".join(f"{f['label']} {f['confidence']:.0%}" for f in event.faces)
+            print(f"{when}  {event.outcome:<11} {event.reason}" + (f"  [{labels}]" if labels else ""))
+    return 0
+
+
+def _duration(text: str) -> float:
+    """'90', '90s', '15m', '2h', '7d' → seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        value = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 15m, 2h, 7d)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maskgate", description="Face-mask access control: grants entry only when a mask is worn."
@@ -111,6 +218,27 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=_positive_float, default=10.0, metavar="N", help="how long to run (default 10)")
     model_options(bench)
     bench.set_defaults(handler=cmd_bench)
+
+    run = commands.add_parser("run", help="run the door daemon", description="Camera → faces → decision → door relay.")
+    run.add_argument("--config", type=Path, required=True, metavar="FILE", help="YAML config (see config/maskgate.yaml)")
+    run.add_argument("--verbose", action="store_true", help="print every change of state and the relay")
+    run.set_defaults(handler=cmd_run)
+
+    demo = commands.add_parser("demo", help="the daemon on a built-in replayed scene with mock GPIO",
+                               description="No camera, no GPIO: prints each decision and the relay state.")
+    demo.set_defaults(handler=cmd_demo)
+
+    check = commands.add_parser("check-config", help="validate a config file and name any bad key")
+    check.add_argument("file", type=Path)
+    check.set_defaults(handler=cmd_check_config)
+
+    events = commands.add_parser("events", help="list logged decisions")
+    events.add_argument("--since", type=_duration, metavar="AGE", help="only the last AGE (90s, 15m, 2h, 7d)")
+    events.add_argument("--limit", type=int, metavar="N", help="at most the last N events")
+    events.add_argument("--config", type=Path, metavar="FILE", help="take the state directory from this config")
+    events.add_argument("--state-dir", type=Path, metavar="DIR", help="state directory holding events.sqlite3")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    events.set_defaults(handler=cmd_events)
     return parser
 
 

@@ -20,7 +20,10 @@ def astronaut_bgr() -> np.ndarray:
     return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
 
 
-def door_scene(*, face_height_px: int = 200, masked: bool = False) -> np.ndarray:
+PALE_BLUE = (235, 215, 170)  # BGR, a surgical mask
+
+
+def door_scene(*, face_height_px: int = 200, masked: bool = False, mask_bgr: tuple[int, int, int] = PALE_BLUE) -> np.ndarray:
     """A 640×480 BGR frame with the astronaut's head and shoulders in the middle."""
     photo = astronaut_bgr()
     # In the photo her face spans about 95 px of 512; scale so it spans face_height_px.
@@ -35,12 +38,13 @@ def door_scene(*, face_height_px: int = 200, masked: bool = False) -> np.ndarray
     h = min(person.shape[0] - src_y0, FRAME_HEIGHT - dst_y0)
     frame[dst_y0 : dst_y0 + h, dst_x0 : dst_x0 + w] = person[src_y0 : src_y0 + h, src_x0 : src_x0 + w]
     if masked:
-        draw_mask(frame, centre=(FRAME_WIDTH / 2, FRAME_HEIGHT / 2), face_height_px=face_height_px)
+        draw_mask(frame, centre=(FRAME_WIDTH / 2, FRAME_HEIGHT / 2), face_height_px=face_height_px, bgr=mask_bgr)
     return frame
 
 
-def draw_mask(frame: np.ndarray, *, centre: tuple[float, float], face_height_px: float) -> None:
-    """Paint a pale-blue surgical-style mask over nose, mouth and chin (in place)."""
+def draw_mask(frame: np.ndarray, *, centre: tuple[float, float], face_height_px: float,
+              bgr: tuple[int, int, int] = PALE_BLUE) -> None:
+    """Paint a surgical-style mask over nose, mouth and chin (in place)."""
     cx, cy = centre
     s = face_height_px / 100.0
     outline = np.array(
@@ -48,7 +52,8 @@ def draw_mask(frame: np.ndarray, *, centre: tuple[float, float], face_height_px:
         np.float32,
     )
     points = np.round(outline * s + (cx, cy)).astype(np.int32)
-    cv2.fillPoly(frame, [points], (235, 215, 170), lineType=cv2.LINE_AA)
-    for dy in (6, 18, 30):  # pleats
+    cv2.fillPoly(frame, [points], bgr, lineType=cv2.LINE_AA)
+    pleat = tuple(int(c * 0.85) for c in bgr)
+    for dy in (6, 18, 30):
         y = int(cy + dy * s)
-        cv2.line(frame, (int(cx - 36 * s), y), (int(cx + 36 * s), y), (205, 185, 140), max(1, int(2 * s)), cv2.LINE_AA)
+        cv2.line(frame, (int(cx - 36 * s), y), (int(cx + 36 * s), y), pleat, max(1, int(2 * s)), cv2.LINE_AA)

@@ -37,6 +37,8 @@ def judge_frame(
         probs = result.prediction.probs
         if result.prediction.label == "incorrect_mask":
             return Verdict("denied", "mask worn incorrectly: cover your nose and mouth")
+        if result.prediction.label == "with_mask" and probs["with_mask"] < threshold:
+            return Verdict("denied", "mask not clearly seen: face the camera")
         if probs.get("with_mask", 0.0) < threshold:
             return Verdict("denied", "no mask" if len(counted) == 1 else "not everyone wears a mask")
     return Verdict("granted", "mask worn")

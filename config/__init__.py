@@ -1,0 +1,1 @@
+"""Shipped configurations (installed as the ``maskgate.configs`` package)."""

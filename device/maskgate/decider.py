@@ -1,0 +1,84 @@
+"""The door decision: a small, pure state machine fed per-frame verdicts and the time.
+
+idle ──face──► checking ──N masked frames──► granted (unlocked for unlock_seconds) ──► cooldown ──► idle
+                  └──────N unmasked frames──► denied (shown for denied_seconds) ─────────────────► idle
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .config import DecisionConfig
+from .pipeline import FrameResult
+from .verdict import Verdict, judge_frame
+
+State = Literal["idle", "checking", "granted", "denied", "cooldown"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the door should show now; ``outcome`` is set only on the frame a decision is made."""
+
+    state: State
+    reason: str
+    outcome: Literal["granted", "denied"] | None = None
+
+    @property
+    def unlocked(self) -> bool:
+        return self.state == "granted"
+
+
+class Decider:
+    """Grants after ``frames_to_decide`` consecutive masked frames, denies after as many unmasked ones."""
+
+    def __init__(self, config: DecisionConfig, *, threshold: float):
+        self.config = config
+        self.threshold = threshold
+        self.state: State = "idle"
+        self._until = 0.0
+        self._streak_outcome: str | None = None
+        self._streak = 0
+        self._reason = ""
+
+    def update(self, result: FrameResult, now: float) -> Decision:
+        verdict = judge_frame(result.faces, threshold=self.threshold, policy=self.config.policy,
+                              min_face_px=self.config.min_face_px)
+        return self.update_verdict(verdict, now)
+
+    def update_verdict(self, verdict: Verdict, now: float) -> Decision:
+        if self.state == "granted":
+            if now < self._until:
+                return Decision("granted", self._reason)
+            self._enter("cooldown", now + self.config.cooldown_seconds)
+        if self.state in ("denied", "cooldown"):
+            if now < self._until:
+                return Decision(self.state, self._reason)
+            self._enter("idle", now)
+        return self._check(verdict, now)
+
+    def _check(self, verdict: Verdict, now: float) -> Decision:
+        if verdict.outcome == "no_face":
+            self._enter("idle", now)
+            return Decision("idle", verdict.reason)
+        if verdict.outcome == self._streak_outcome:
+            self._streak += 1
+        else:
+            self._streak_outcome, self._streak = verdict.outcome, 1
+        self.state = "checking"
+        if self._streak < self.config.frames_to_decide:
+            return Decision("checking", verdict.reason)
+        self._reason = verdict.reason
+        if verdict.outcome == "granted":
+            self._enter("granted", now + self.config.unlock_seconds)
+        else:
+            self._enter("denied", now + self.config.denied_seconds)
+        return Decision(self.state, verdict.reason, outcome=verdict.outcome)
+
+    def reset(self) -> None:
+        """Forget everything (camera lost, door relocked)."""
+        self._enter("idle", 0.0)
+
+    def _enter(self, state: State, until: float) -> None:
+        self.state, self._until = state, until
+        self._streak_outcome, self._streak = None, 0

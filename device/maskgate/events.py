@@ -1,0 +1,105 @@
+"""The decision log: SQLite in WAL mode, one committed row per decision (no images by default)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import MaskgateError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    face_count INTEGER NOT NULL,
+    faces TEXT NOT NULL,
+    latency_ms REAL NOT NULL,
+    snapshot TEXT
+)
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    time: float
+    outcome: str  # granted | denied | camera_lost | error | started | stopped
+    reason: str
+    face_count: int = 0
+    faces: tuple[dict, ...] = ()  # [{"label", "confidence", "box"}]
+    latency_ms: float = 0.0
+    snapshot: str | None = None
+    id: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "time": self.time, "outcome": self.outcome, "reason": self.reason,
+                "face_count": self.face_count, "faces": list(self.faces), "latency_ms": self.latency_ms,
+                "snapshot": self.snapshot}
+
+
+class EventLog:
+    """Append-only decision log; every ``record`` is committed before it returns."""
+
+    def __init__(self, state_dir: Path, *, snapshot_denied: bool = False, snapshot_retention_days: float = 7.0):
+        self.path = Path(state_dir) / "events.sqlite3"
+        self.snapshot_dir = Path(state_dir) / "snapshots"
+        self.snapshot_denied = snapshot_denied
+        self.retention_seconds = snapshot_retention_days * 86400
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise MaskgateError(f"{self.path}: cannot open event log ({exc})") from None
+
+    def record(self, event: Event, *, frame: np.ndarray | None = None) -> Event:
+        snapshot = None
+        if self.snapshot_denied and event.outcome == "denied" and frame is not None:
+            snapshot = self._save_snapshot(frame, event.time)
+        cursor = self._db.execute(
+            "INSERT INTO events (time, outcome, reason, face_count, faces, latency_ms, snapshot) VALUES (?,?,?,?,?,?,?)",
+            (event.time, event.outcome, event.reason, event.face_count, json.dumps(list(event.faces)),
+             event.latency_ms, snapshot),
+        )
+        return Event(**{**event.__dict__, "snapshot": snapshot, "id": cursor.lastrowid})
+
+    def list(self, *, since: float | None = None, limit: int | None = None) -> list[Event]:
+        query = "SELECT id, time, outcome, reason, face_count, faces, latency_ms, snapshot FROM events"
+        args: list = []
+        if since is not None:
+            query += " WHERE time >= ?"
+            args.append(since)
+        query += " ORDER BY id"
+        if limit:
+            query = f"SELECT * FROM ({query.replace(' ORDER BY id', ' ORDER BY id DESC')} LIMIT {int(limit)}) ORDER BY id"
+        return [Event(time=t, outcome=o, reason=r, face_count=n, faces=tuple(json.loads(f)), latency_ms=ms,
+                      snapshot=s, id=i) for i, t, o, r, n, f, ms, s in self._db.execute(query, args)]
+
+    def _save_snapshot(self, frame: np.ndarray, when: float) -> str:
+        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        cutoff = time.time() - self.retention_seconds
+        for old in self.snapshot_dir.glob("*.jpg"):
+            if old.stat().st_mtime < cutoff:
+                old.unlink(missing_ok=True)
+        path = self.snapshot_dir / f"denied-{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}-{int(when * 1000) % 1000:03d}.jpg"
+        cv2.imwrite(str(path), frame)
+        return path.name
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def open_existing(state_dir: Path) -> EventLog:
+    path = Path(state_dir) / "events.sqlite3"
+    if not path.is_file():
+        raise MaskgateError(f"{path}: no event log yet (has the daemon run with this state directory?)")
+    return EventLog(state_dir)

@@ -1,0 +1,91 @@
+"""Config: the shipped files validate, the commented default is the schema's default, and any
+bad YAML is one line naming the key."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from maskgate.config import Config, load_config
+from maskgate.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+@pytest.mark.parametrize("name", ["maskgate.yaml", "demo.yaml"])
+def test_shipped_configs_validate(name):
+    load_config(CONFIG_DIR / name)
+
+
+def test_commented_default_is_exactly_the_schema_default():
+    assert load_config(CONFIG_DIR / "maskgate.yaml") == Config()
+    written = yaml.safe_load((CONFIG_DIR / "maskgate.yaml").read_text())
+    assert written == Config().model_dump(mode="json"), "every key, with its default, is documented"
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("camera:\n  backend: usb\n", "camera.backend: Input should be"),
+        ("gpio:\n  relay: {pin: 17, activ_high: true}\n", "gpio.relay.activ_high: unknown key"),
+        ("decison:\n  policy: all\n", "decison: unknown key"),
+        ("decision:\n  unlock_seconds: -1\n", "decision.unlock_seconds: Input should be greater than 0"),
+        ("decision:\n  frames_to_decide: many\n", "decision.frames_to_decide: Input should be a valid integer"),
+        ("- a\n- b\n", "top level must be a mapping"),
+        ("camera: [\n", "not valid YAML at line 2"),
+    ],
+)
+def test_bad_configs_name_the_key(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value).startswith(f"{path}: ") and message in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_empty_file_means_all_defaults(tmp_path):
+    assert load_config(write(tmp_path, "")) == Config()
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: cannot read"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def random_yaml(rng: random.Random, depth=0):
+    keys = ["camera", "gpio", "relay", "pin", "decision", "policy", "backend", "x", "unlock_seconds", "events"]
+    leaves = [None, True, 3, -2.5, "all", "17", [], [1, "a"], "\x00", "{", 1e309]
+    if depth > 2 or rng.random() < 0.3:
+        return rng.choice(leaves)
+    return {rng.choice(keys): random_yaml(rng, depth + 1) for _ in range(rng.randint(1, 3))}
+
+
+def test_fuzzed_configs_are_valid_or_one_line_errors(tmp_path):
+    rng = random.Random(7)
+    for i in range(300):
+        doc = random_yaml(rng)
+        text = yaml.safe_dump(doc) if rng.random() < 0.8 else yaml.safe_dump(doc)[: rng.randint(0, 20)] + rng.choice(["[", ":", "\t", "'"])
+        path = write(tmp_path, text)
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            assert "\n" not in str(exc) and str(exc).startswith(str(path))
+
+
+def test_check_config_cli_exit_codes(tmp_path):
+    bad = write(tmp_path, "camera:\n  backend: usb\n")
+    for path, code in ((CONFIG_DIR / "maskgate.yaml", 0), (bad, 2)):
+        done = subprocess.run([sys.executable, "-m", "maskgate.cli", "check-config", str(path)],
+                              capture_output=True, text=True)
+        assert done.returncode == code and "Traceback" not in done.stderr

@@ -1,0 +1,103 @@
+"""The door decision over time: grants need N masked frames, everything else keeps the door locked."""
+
+from __future__ import annotations
+
+import pytest
+
+from maskgate.classifier import Prediction
+from maskgate.config import DecisionConfig
+from maskgate.decider import Decider
+from maskgate.detector import Face
+from maskgate.pipeline import FaceResult, FrameResult
+
+MASKED = {"with_mask": 0.97, "without_mask": 0.02, "incorrect_mask": 0.01}
+BARE = {"with_mask": 0.03, "without_mask": 0.95, "incorrect_mask": 0.02}
+NOSE_OUT = {"with_mask": 0.2, "without_mask": 0.1, "incorrect_mask": 0.7}
+UNSURE = {"with_mask": 0.6, "without_mask": 0.3, "incorrect_mask": 0.1}
+
+
+def person(probs, *, size=200, x=100):
+    face = Face((x, 50, x + size, 50 + size), 0.9, ((0, 0),) * 6)
+    return FaceResult(face, Prediction(probs))
+
+
+def frame(*people):
+    return FrameResult(640, 480, tuple(people), 1.0, 1.0)
+
+
+def config(**overrides):
+    base = dict(frames_to_decide=3, unlock_seconds=5, denied_seconds=2, cooldown_seconds=1, min_face_px=80)
+    return DecisionConfig(**{**base, **overrides})
+
+
+def feed(decider, frames, *, start=0.0, step=0.1):
+    return [decider.update(f, start + i * step) for i, f in enumerate(frames)]
+
+
+def test_masked_person_is_granted_after_n_frames_then_relocked_after_unlock_seconds():
+    decider = Decider(config(), threshold=0.9)
+    d = feed(decider, [frame(person(MASKED))] * 3)
+    assert [x.state for x in d] == ["checking", "checking", "granted"]
+    assert d[2].outcome == "granted" and d[2].unlocked
+    assert decider.update(frame(person(MASKED)), 5.1).unlocked  # 0.2 + 5 s: still open
+    after = decider.update(frame(person(MASKED)), 5.3)
+    assert after.state == "cooldown" and not after.unlocked
+    assert decider.update(frame(person(MASKED)), 6.2).state == "cooldown"
+    regranted = feed(decider, [frame(person(MASKED))] * 3, start=6.4)
+    assert regranted[-1].outcome == "granted"
+
+
+@pytest.mark.parametrize("probs, reason", [(BARE, "no mask"), (NOSE_OUT, "cover your nose"),
+                                           (UNSURE, "mask not clearly seen")])
+def test_unmasked_incorrect_or_unsure_never_unlocks(probs, reason):
+    decider = Decider(config(), threshold=0.9)
+    decisions = feed(decider, [frame(person(probs))] * 50)
+    assert not any(d.unlocked for d in decisions)
+    denied = [d for d in decisions if d.outcome == "denied"]
+    assert denied and reason in denied[0].reason
+
+
+def test_one_unmasked_frame_restarts_the_count():
+    decider = Decider(config(), threshold=0.9)
+    decisions = feed(decider, [frame(person(MASKED))] * 2 + [frame(person(BARE))] + [frame(person(MASKED))] * 2)
+    assert not any(d.unlocked for d in decisions)
+
+
+def test_policy_all_denies_when_one_of_two_people_is_unmasked():
+    decider = Decider(config(policy="all"), threshold=0.9)
+    two = frame(person(MASKED, size=220), person(BARE, size=150, x=400))
+    decisions = feed(decider, [two] * 5)
+    assert not any(d.unlocked for d in decisions)
+    assert decisions[2].outcome == "denied" and "not everyone" in decisions[2].reason
+
+
+def test_policy_nearest_lets_the_largest_face_decide():
+    decider = Decider(config(policy="nearest"), threshold=0.9)
+    two = frame(person(MASKED, size=220), person(BARE, size=150, x=400))
+    assert feed(decider, [two] * 3)[-1].outcome == "granted"
+
+
+def test_far_small_face_is_ignored():
+    decider = Decider(config(min_face_px=120), threshold=0.9)
+    far_bare = frame(person(BARE, size=60))
+    decisions = feed(decider, [far_bare] * 10)
+    assert {d.state for d in decisions} == {"idle"}
+    assert decisions[0].reason == "no face close enough"
+    near_masked_far_bare = frame(person(MASKED, size=200), person(BARE, size=60, x=400))
+    assert feed(Decider(config(min_face_px=120, policy="all"), threshold=0.9), [near_masked_far_bare] * 3)[-1].unlocked
+
+
+def test_denial_is_shown_for_denied_seconds_then_checks_again():
+    decider = Decider(config(), threshold=0.9)
+    feed(decider, [frame(person(BARE))] * 3)
+    assert decider.update(frame(person(MASKED)), 2.1).state == "denied"
+    assert decider.update(frame(person(MASKED)), 2.3).state == "checking"
+
+
+def test_nobody_resets_to_idle_and_reset_forgets_a_grant():
+    decider = Decider(config(), threshold=0.9)
+    assert decider.update(frame(), 0.0).state == "idle"
+    feed(decider, [frame(person(MASKED))] * 3)
+    decider.reset()
+    assert decider.update(frame(), 0.5).state == "idle"
+    assert not decider.update(frame(person(MASKED)), 0.6).unlocked

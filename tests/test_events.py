@@ -1,0 +1,90 @@
+"""The event log: real SQLite, nothing committed is ever lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from maskgate.cli import main
+from maskgate.events import Event, EventLog
+
+
+def test_records_round_trip(tmp_path):
+    log = EventLog(tmp_path)
+    faces = ({"label": "without_mask", "confidence": 0.93, "box": [1, 2, 3, 4]},)
+    written = log.record(Event(1000.0, "denied", "no mask", 1, faces, 4.2))
+    (read,) = log.list()
+    assert read == written and read.id == 1 and read.faces == faces
+    assert sqlite3.connect(log.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_since_and_limit(tmp_path):
+    log = EventLog(tmp_path)
+    for t in range(10):
+        log.record(Event(float(t), "granted", "mask worn"))
+    assert [e.time for e in log.list(since=7.0)] == [7.0, 8.0, 9.0]
+    assert [e.time for e in log.list(limit=2)] == [8.0, 9.0]
+
+
+def test_no_images_unless_snapshots_are_enabled(tmp_path):
+    frame = np.zeros((48, 64, 3), np.uint8)
+    assert EventLog(tmp_path / "a").record(Event(1.0, "denied", "no mask"), frame=frame).snapshot is None
+    assert not (tmp_path / "a" / "snapshots").exists()
+    log = EventLog(tmp_path / "b", snapshot_denied=True, snapshot_retention_days=1)
+    stale = tmp_path / "b" / "snapshots" / "denied-old.jpg"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"x")
+    os.utime(stale, (time.time() - 3 * 86400,) * 2)
+    event = log.record(Event(time.time(), "denied", "no mask"), frame=frame)
+    assert (tmp_path / "b" / "snapshots" / event.snapshot).is_file()
+    assert not stale.exists(), "snapshots older than the retention are deleted"
+    assert log.record(Event(2.0, "granted", "mask worn"), frame=frame).snapshot is None
+
+
+WRITER = """
+import sys, time
+from maskgate.events import EventLog, Event
+log = EventLog(sys.argv[1])
+for i in range(100000):
+    log.record(Event(float(i), "denied", "no mask"))
+    print(i, flush=True)
+"""
+
+
+def test_kill_9_loses_no_committed_event(tmp_path):
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    acknowledged = -1
+    for line in writer.stdout:
+        acknowledged = int(line)
+        if acknowledged >= 200:
+            break
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    times = [e.time for e in EventLog(tmp_path).list()]
+    assert len(times) >= acknowledged + 1
+    assert times[: acknowledged + 1] == [float(i) for i in range(acknowledged + 1)]
+
+
+def test_events_cli_json_round_trips(tmp_path, capsys):
+    log = EventLog(tmp_path)
+    written = [log.record(Event(time.time(), "granted", "mask worn", 1,
+                                ({"label": "with_mask", "confidence": 0.99, "box": [0, 0, 9, 9]},), 3.5)),
+               log.record(Event(time.time(), "denied", "cover your nose", 1, (), 3.1))]
+    assert main(["events", "--state-dir", str(tmp_path), "--json"]) == 0
+    read = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert read == [e.as_dict() for e in written]
+    assert main(["events", "--state-dir", str(tmp_path), "--since", "1h"]) == 0
+    assert "cover your nose" in capsys.readouterr().out
+
+
+def test_events_cli_without_a_log_is_one_line_error(tmp_path, capsys):
+    assert main(["events", "--state-dir", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no event log yet" in err
