@@ -5,8 +5,9 @@ boxes (``scenes/images`` + ``scenes/annotations``). Every crop goes through
 ``maskgate.detector.FaceDetector`` and ``maskgate.crop.crop_face``. Where the detector finds no face
 the fallback is, in order: pad the picture and retry (tight crops), then the annotated box (scenes)
 or a centre crop (class folders); the manifest records which method made each crop.
-Exact and near duplicates (64-bit difference hash within ``NEAR_DUPLICATE_BITS``) are dropped across
-all sources, and the split is by source photo, so every crop of one photo lands in one split.
+Exact and near duplicates (64-bit difference hash within ``NEAR_DUPLICATE_BITS``) with the same label
+are dropped across all sources; the split is by source photo (near duplicates with different labels
+share one), so every crop of one photo lands in one split.
 """
 
 from __future__ import annotations
@@ -204,17 +205,21 @@ def dhash(crop: np.ndarray) -> int:
 
 
 def _drop_duplicates(crops, records) -> list[int]:
-    """Indices to keep: the first of every group of crops whose hashes differ by ≤ NEAR_DUPLICATE_BITS."""
+    """Indices to keep. A crop within NEAR_DUPLICATE_BITS of an earlier one is dropped if it has the
+    same label; with another label (e.g. a mask pasted onto the same photo) it is kept but joins the
+    earlier crop's group, so both land in the same split."""
     hashes = np.array([dhash(c) for c in crops], dtype=np.uint64)
     for record, h in zip(records, hashes):
         record.dhash = f"{int(h):016x}"
-    keep = []
-    kept = np.zeros(0, np.uint64)
+    keep: list[int] = []
     for i, h in enumerate(tqdm(hashes, desc="dedupe", unit="crop")):
-        if kept.size and np.bitwise_count(kept ^ h).min() <= NEAR_DUPLICATE_BITS:
-            continue
+        if keep:
+            near = np.flatnonzero(np.bitwise_count(hashes[keep] ^ h) <= NEAR_DUPLICATE_BITS)
+            if any(records[keep[j]].label == records[i].label for j in near):
+                continue
+            if near.size:
+                records[i].group = records[keep[near[0]]].group
         keep.append(i)
-        kept = np.append(kept, h)
     return keep
 
 

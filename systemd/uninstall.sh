@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Remove the maskgate service and its virtual environment. Keeps /etc/maskgate and the event log in
+# /var/lib/maskgate unless --purge is given.
+set -euo pipefail
+[ "$(id -u)" -eq 0 ] || { echo "uninstall.sh: run as root" >&2; exit 1; }
+systemctl disable --now maskgate.service 2>/dev/null || true
+rm -f /etc/systemd/system/maskgate.service
+systemctl daemon-reload
+rm -rf /opt/maskgate
+if [ "${1:-}" = --purge ]; then
+    rm -rf /etc/maskgate /var/lib/maskgate
+    id -u maskgate >/dev/null 2>&1 && userdel maskgate
+fi
+echo "maskgate removed${1:+ (purged)}"

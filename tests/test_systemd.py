@@ -1,0 +1,47 @@
+"""The systemd unit and install scripts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "systemd" / "maskgate.service"
+
+
+def unit_settings() -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_unit_has_the_safety_settings():
+    s = unit_settings()
+    assert s["Type"] == ["notify"] and s["Restart"] == ["on-failure"] and int(s["WatchdogSec"][0]) > 0
+    assert s["SupplementaryGroups"] == ["video gpio"] and s["User"] == ["maskgate"]
+    assert s["ProtectSystem"] == ["strict"] and s["NoNewPrivileges"] == ["yes"] and s["StateDirectory"] == ["maskgate"]
+    assert s["DevicePolicy"] == ["closed"] and any("gpio" in d for d in s["DeviceAllow"])
+    assert s["ExecStart"][0].endswith("maskgate run --config /etc/maskgate/maskgate.yaml")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_verify_passes(tmp_path):
+    # The unit's ExecStart exists only once installed: point it at a real binary for the check.
+    unit = tmp_path / "maskgate.service"
+    unit.write_text(UNIT.read_text().replace("/opt/maskgate/venv/bin/maskgate", shutil.which("true")))
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("script", ["install.sh", "uninstall.sh"])
+def test_scripts_parse_and_check_for_root(script):
+    path = ROOT / "systemd" / script
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    text = path.read_text()
+    assert 'id -u)" -eq 0' in text
