@@ -8,7 +8,7 @@ from typing import Callable
 
 from .decider import Decider, Decision
 from .door import Door
-from .errors import FrameError
+from .errors import FrameError, MaskgateError
 from .events import Event, EventLog
 from .notify import Notifier
 from .pipeline import FrameResult, InferenceCore
@@ -84,6 +84,11 @@ class Daemon:
                                          f"{result.detect_ms + result.classify_ms:.1f} ms/frame")
                     last_status = now
             return 0
+        except MaskgateError as exc:  # a problem for people (missing package, bad replay path): no traceback
+            self.door.lock()
+            log.error("%s; door locked", exc)
+            self.events.record(Event(time.time(), "error", str(exc)))
+            return 1
         except Exception as exc:
             self.door.lock()
             log.exception("door loop failed; door locked")
