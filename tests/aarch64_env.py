@@ -71,7 +71,9 @@ def apt_download(packages: list[str], *, arch: str, suite: str, dest: Path) -> l
     options = [f"-oDir::Etc::SourceList={sources}", "-oDir::Etc::SourceParts=/dev/null",
                f"-oDir::State::Lists={state / 'lists'}", f"-oDir::Cache={state / 'cache'}",
                f"-oDir::State::status={state / 'status'}", f"-oAPT::Architecture={arch}",
-               f"-oAPT::Architectures={arch}", "-oAPT::Sandbox::User=root", "-qq"]
+               f"-oAPT::Architectures={arch}", "-qq"]
+    if os.geteuid() == 0:
+        options.append("-oAPT::Sandbox::User=root")  # _apt cannot write into the cache under $HOME
     if not any((state / "lists").glob("*Packages*")):
         done = _run(["apt-get", *options, "update"])
         if done.returncode:
