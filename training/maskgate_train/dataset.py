@@ -45,7 +45,7 @@ def manifest_hash(prepared_dir: Path) -> str:
     return hashlib.sha256((prepared_dir / "manifest.csv").read_bytes()).hexdigest()
 
 
-def add_synthetic(train: Split, *, seed: int, incorrect_per_without: float = 0.5, hands: int = 300) -> tuple[Split, dict]:
+def add_synthetic(train: Split, *, seed: int, incorrect_per_without: float = 0.35, hands: int = 300) -> tuple[Split, dict]:
     """Synthetic examples, training split only (evaluation always uses real photos):
 
     - ``incorrect_mask``: a mask drawn below the nose of a real ``without_mask`` face, placed with

@@ -29,7 +29,7 @@ class Hyperparameters:
     fine_tune_learning_rate: float = 2e-4
     fine_tune_from: str = "block_10_expand"  # layers from here on are trained in the second phase
     dropout: float = 0.2
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.05
     early_stopping_patience: int = 3
     seed: int = 1234
 
