@@ -150,3 +150,18 @@ def test_every_shared_voc_file_parses_with_known_classes():
     annotations = sorted((SHARED_DATA / "scenes" / "annotations").glob("*.xml"))
     faces = [read_voc(a, SHARED_DATA / "scenes" / "images")[1] for a in annotations]
     assert len(annotations) == 682 and sum(map(len, faces)) > 3000
+
+
+@pytest.mark.slow
+def test_holdout_trains_without_a_source_and_tests_on_all_of_it(tiny_data, tmp_path):
+    from maskgate_train.recipe import run_holdout
+
+    work = tmp_path / "work"
+    run_prepare(tiny_data, work, sources=["scenes", "tiny"], input_size=96, margin=0.2)
+    result = run_holdout(work, tmp_path / "out", source="scenes",
+                         hp=Hyperparameters(head_epochs=1, fine_tune_epochs=1, batch_size=16), weights=None)
+    assert result["crops"] == 12 and result["source"] == "scenes"
+    assert sum(c["support"] for c in result["float"]["per_class"].values()) == 12
+    assert (tmp_path / "out" / "holdout-scenes.json").is_file()
+    with pytest.raises(DataError, match="no crops from source 'nowhere'"):
+        run_holdout(work, tmp_path / "out", source="nowhere", hp=Hyperparameters(), weights=None)

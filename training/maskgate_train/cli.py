@@ -10,7 +10,7 @@ from pathlib import Path
 from maskgate.classifier import LABELS, default_bundle_dir
 from maskgate.errors import MaskgateError
 
-from .recipe import run_evaluate, run_export, run_prepare, run_train
+from .recipe import run_evaluate, run_export, run_holdout, run_prepare, run_train
 from .train import Hyperparameters, find_imagenet_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(steps.add_parser("evaluate", help="test-split metrics and the grant threshold"))
     common(steps.add_parser("export", help="int8 TFLite bundle + report"))
     common(steps.add_parser("all", help="prepare, train, evaluate and export in one go"), data=True, model=True)
+    holdout = steps.add_parser("holdout", help="train without one source, test on all of it (unseen-photo figure)")
+    common(holdout, model=True)
+    holdout.add_argument("--source", required=True, help="the source to hold out, e.g. scenes")
 
     collect = steps.add_parser("collect", help="save face crops from a camera or video for retraining")
     collect.add_argument("source", help="camera index (0) or video file/URL")
@@ -65,6 +68,10 @@ def run(args: argparse.Namespace) -> dict | int:
         return collect(args.source, args.out, label=args.label, every=args.every, count=args.count,
                        size=args.size, margin=args.margin, show=args.show)
     excluded = tuple(args.exclude_source)
+    if args.step == "holdout":
+        weights = None if args.no_imagenet else find_imagenet_weights(args.keras_home)
+        hp = Hyperparameters(head_epochs=args.head_epochs, fine_tune_epochs=args.fine_tune_epochs)
+        return run_holdout(args.work_dir, args.bundle, source=args.source, hp=hp, weights=weights)
     result = {}
     if args.step in ("prepare", "all"):
         result["prepare"] = run_prepare(args.data, args.work_dir, sources=args.sources,

@@ -123,6 +123,27 @@ def run_export(work_dir: Path, bundle_dir: Path, *, exclude_sources: tuple[str, 
     return metadata
 
 
+def run_holdout(work_dir: Path, out_dir: Path, *, source: str, hp: Hyperparameters, weights: Path | None) -> dict:
+    """Train without ``source`` at all, then test on every crop of it: how the recipe does on
+    photos from a source it never saw (the figure a random split flatters)."""
+    splits = load_prepared(work_dir, exclude_sources=(source,))
+    everything = load_prepared(work_dir)
+    unseen_parts = [everything[s] for s in ("train", "val", "test")]
+    images = np.concatenate([p.images[[r["source"] == source for r in p.rows]] for p in unseen_parts])
+    labels = np.concatenate([p.labels[[r["source"] == source for r in p.rows]] for p in unseen_parts])
+    if not len(labels):
+        raise DataError(f"{work_dir / 'manifest.csv'}: no crops from source {source!r}")
+    train_split, _ = add_synthetic(splits["train"], seed=hp.seed)
+    prepared = json.loads(_require(work_dir / "prepare.json").read_text())
+    model, history = train(train_split, splits["val"], input_size=prepared["input_size"], hp=hp, weights=weights,
+                           out_dir=out_dir / f"holdout-{source}")
+    threshold = ev.choose_threshold(model.predict(to_rgb_float(splits["val"].images), verbose=0), splits["val"].labels)
+    result = {"source": source, "epochs": len(history["loss"]), "crops": int(len(labels)),
+              "float": ev.metrics(model.predict(to_rgb_float(images), verbose=0), labels, threshold)}
+    (out_dir / f"holdout-{source}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def _by_source(split, probs: np.ndarray, threshold: float) -> dict:
     sources = np.array([r["source"] for r in split.rows])
     return {s: ev.metrics(probs[sources == s], split.labels[sources == s], threshold) for s in sorted(set(sources))}
