@@ -43,3 +43,14 @@ def test_masked_face_at_the_door_is_seen_as_masked(core):
     result = core.process(door_scene(masked=True))
     (face,) = result.faces
     assert face.prediction.label == "with_mask"
+
+
+def test_readme_demo_denies_the_bare_face_and_opens_for_the_masked_one(capsys):
+    from maskgate.cli import main
+
+    assert main(["demo"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    states = [line.split()[1] for line in lines if line.strip().endswith(("%", "-")) and "relay" in line]
+    assert states.index("denied") < states.index("granted")
+    assert any("granted   relay OPEN" in line for line in lines)
+    assert lines[-1].startswith("door locked;")

@@ -144,11 +144,11 @@ class ReplaySource:
 
 
 def demo_scenes() -> Iterator[np.ndarray]:
-    """Nobody, a person without a mask, nobody, a person with a mask, nobody."""
+    """Nobody, a person without a mask, nobody, a person with a (black cloth) mask, nobody."""
     from .scenes import FRAME_HEIGHT, FRAME_WIDTH, door_scene
 
     empty = np.full((FRAME_HEIGHT, FRAME_WIDTH, 3), 90, np.uint8)
-    bare, masked = door_scene(masked=False), door_scene(masked=True)
+    bare, masked = door_scene(masked=False), door_scene(masked=True, mask_bgr=(60, 60, 60))
     for image, count in ((empty, 5), (bare, 12), (empty, 8), (masked, 30), (empty, 5)):
         for _ in range(count):
             yield image

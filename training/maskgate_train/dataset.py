@@ -45,45 +45,78 @@ def manifest_hash(prepared_dir: Path) -> str:
     return hashlib.sha256((prepared_dir / "manifest.csv").read_bytes()).hexdigest()
 
 
-def add_synthetic(train: Split, *, seed: int, incorrect_per_without: float = 0.35, hands: int = 300) -> tuple[Split, dict]:
-    """Synthetic examples, training split only (evaluation always uses real photos):
+def add_synthetic(train: Split, *, seed: int, masks_per_without: float = 0.35, hands: int = 300) -> tuple[Split, dict]:
+    """Synthetic examples, training split only (evaluation always uses real photos).
 
-    - ``incorrect_mask``: a mask drawn below the nose of a real ``without_mask`` face, placed with
-      the detector's nose and mouth keypoints (real incorrect examples are few and small);
-    - ``without_mask``: a skin-coloured "hand" over the mouth of real faces, so covering the mouth
-      with a hand is not mistaken for a mask.
+    A real mask (the lower face of a real ``with_mask`` crop) is cut out and put on a real
+    ``without_mask`` face twice, placed with the detector's nose and mouth keypoints:
+    - pulled below the nose → ``incorrect_mask`` (real incorrect examples are few and small);
+    - the same mask over the nose → ``with_mask``, so the pair differs only in where the mask sits
+      and the model learns to look at the nose, not at pasting artefacts.
+    Plus a skin-coloured "hand" over the mouth → ``without_mask``: a hand is not a mask.
     """
     rng = np.random.default_rng(seed)
-    without = [i for i, r in enumerate(train.rows) if r["label"] == "without_mask" and r["nose_y"] not in ("", "nan")]
-    chosen = rng.choice(without, size=int(len(without) * incorrect_per_without), replace=False) if without else []
-    incorrect = [_mask_below_nose(train.images[i], float(train.rows[i]["nose_y"]), float(train.rows[i]["mouth_y"]), rng)
-                 for i in chosen]
-    hand_idx = rng.choice(without, size=min(hands, len(without)), replace=False) if without else []
-    hand = [_hand_over_mouth(train.images[i], float(train.rows[i]["mouth_y"]), rng) for i in hand_idx]
-    extra = incorrect + hand
-    if not extra:
-        return train, {"synthetic_incorrect_mask": 0, "synthetic_hand_over_mouth": 0}
-    labels = [LABELS.index("incorrect_mask")] * len(incorrect) + [LABELS.index("without_mask")] * len(hand)
+    without, donors = _with_keypoints(train, "without_mask"), _with_keypoints(train, "with_mask")
+    if not without or not donors:
+        return train, {"synthetic_incorrect_mask": 0, "synthetic_with_mask": 0, "synthetic_hand_over_mouth": 0}
+    incorrect, covered = [], []
+    for i in rng.choice(without, size=max(1, int(len(without) * masks_per_without)), replace=False):
+        donor = int(rng.choice(donors))
+        texture = _mask_texture(train.images[donor], *_nose_mouth(train.rows[donor]))
+        nose_y, mouth_y = _nose_mouth(train.rows[i])
+        incorrect.append(_put_mask(train.images[i], texture, nose_y, mouth_y, below_nose=True, rng=rng))
+        covered.append(_put_mask(train.images[i], texture, nose_y, mouth_y, below_nose=False, rng=rng))
+    hand = [_hand_over_mouth(train.images[i], _nose_mouth(train.rows[i])[1], rng)
+            for i in rng.choice(without, size=min(hands, len(without)), replace=False)]
+    labels = ([LABELS.index("incorrect_mask")] * len(incorrect) + [LABELS.index("with_mask")] * len(covered)
+              + [LABELS.index("without_mask")] * len(hand))
+    extra = incorrect + covered + hand
     merged = Split(np.concatenate([train.images, np.stack(extra)]), np.concatenate([train.labels, labels]),
                    train.rows + [{"source": "synthetic"}] * len(extra))
-    return merged, {"synthetic_incorrect_mask": len(incorrect), "synthetic_hand_over_mouth": len(hand)}
+    return merged, {"synthetic_incorrect_mask": len(incorrect), "synthetic_with_mask": len(covered),
+                    "synthetic_hand_over_mouth": len(hand)}
 
 
-MASK_COLOURS = [(235, 215, 170), (245, 245, 245), (40, 40, 40), (200, 160, 230), (170, 200, 120)]  # BGR
+def _with_keypoints(split: Split, label: str) -> list[int]:
+    return [i for i, r in enumerate(split.rows) if r["label"] == label and r["nose_y"] not in ("", "nan")]
 
 
-def _mask_below_nose(crop: np.ndarray, nose_y: float, mouth_y: float, rng) -> np.ndarray:
-    """A mask whose top edge sits between nose and mouth (nose uncovered), or under the mouth."""
+def _nose_mouth(row: dict) -> tuple[float, float]:
+    nose_y, mouth_y = float(row["nose_y"]), float(row["mouth_y"])
+    return nose_y, max(mouth_y, nose_y + 1.0)
+
+
+def _mask_texture(crop: np.ndarray, nose_y: float, mouth_y: float) -> np.ndarray:
+    """The mask of a real with_mask crop: from the nose to below the mouth, across the cheeks."""
+    s = crop.shape[0]
+    top = int(np.clip(nose_y, 0, s - 2))
+    bottom = int(np.clip(mouth_y + 1.2 * (mouth_y - nose_y), top + 2, s))
+    return crop[top:bottom, int(s * 0.25):int(s * 0.75)]
+
+
+def _put_mask(crop: np.ndarray, texture: np.ndarray, nose_y: float, mouth_y: float, *, below_nose: bool, rng) -> np.ndarray:
+    """Paste ``texture`` in a mask outline whose top edge is above the nose or below it."""
     out = crop.copy()
     s = crop.shape[0]
-    top = nose_y + (mouth_y - nose_y) * rng.uniform(0.3, 1.3)
+    gap = mouth_y - nose_y
+    height = gap * rng.uniform(2.8, 3.4)  # bridge of the nose to the chin
+    top = nose_y + gap * (rng.uniform(0.3, 1.2) if below_nose else -rng.uniform(0.6, 1.0))
+    bottom = min(s - 1.0, top + height)
     half_w = s * rng.uniform(0.22, 0.3)
     cx = s / 2 + rng.uniform(-0.03, 0.03) * s
-    bottom = min(s - 1.0, top + s * rng.uniform(0.25, 0.35))
-    pts = np.array([(cx - half_w, top), (cx + half_w, top), (cx + half_w * 0.9, bottom - s * 0.08),
-                    (cx, bottom), (cx - half_w * 0.9, bottom - s * 0.08)], np.float32)
-    colour = MASK_COLOURS[rng.integers(len(MASK_COLOURS))]
-    cv2.fillPoly(out, [np.round(pts).astype(np.int32)], colour, lineType=cv2.LINE_AA)
+    outline = np.array([(cx - half_w, top + 0.1 * height), (cx, top), (cx + half_w, top + 0.1 * height),
+                        (cx + half_w * 0.9, bottom - 0.25 * height), (cx, bottom),
+                        (cx - half_w * 0.9, bottom - 0.25 * height)], np.float32)
+    x0, y0 = int(max(cx - half_w, 0)), int(max(top, 0))
+    x1, y1 = int(min(cx + half_w, s - 1)) + 1, int(bottom) + 1
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return out
+    alpha = np.zeros((s, s), np.float32)
+    cv2.fillPoly(alpha, [np.round(outline).astype(np.int32)], 1.0, lineType=cv2.LINE_AA)
+    alpha = cv2.GaussianBlur(alpha, (3, 3), 0)[y0:y1, x0:x1, None]
+    patch = cv2.resize(texture, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    region = out[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = np.round(alpha * patch + (1 - alpha) * region).astype(np.uint8)
     return out
 
 

@@ -7,7 +7,9 @@ the fallback is, in order: pad the picture and retry (tight crops), then the ann
 or a centre crop (class folders); the manifest records which method made each crop.
 Exact and near duplicates (64-bit difference hash within ``NEAR_DUPLICATE_BITS``) with the same label
 are dropped across all sources; the split is by source photo (near duplicates with different labels
-share one), so every crop of one photo lands in one split.
+share one), so every crop of one photo lands in one split. Photos holding a real ``incorrect_mask``
+face are split 60/20/20 instead of 80/10/10, so validation and test hold enough of the scarce class
+to measure it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ VOC_LABELS = {"with_mask": "with_mask", "without_mask": "without_mask", "mask_we
 MIN_SCENE_FACE_PX = 16  # smaller annotated faces hold too little to learn from
 NEAR_DUPLICATE_BITS = 4
 SPLIT_FRACTIONS = (0.8, 0.1)  # train, validation; the rest is test
+RARE_SPLIT_FRACTIONS = (0.6, 0.2)  # photos with an incorrect_mask face
 
 
 @dataclass
@@ -43,6 +46,7 @@ class CropRecord:
     label: str
     group: str  # the source photo; all its crops share a split
     method: str  # detector | padded | voc_box | centre
+    face_px: float  # face height in the source picture
     split: str = ""
     dhash: str = ""
     nose_y: float = float("nan")  # keypoints in crop pixels (nan when no detector face)
@@ -71,8 +75,9 @@ def prepare(data_root: Path, out_dir: Path, *, sources: list[str], input_size: i
     keep = _drop_duplicates(crops, records)
     crops = [crops[i] for i in keep]
     records = [records[i] for i in keep]
+    rare_groups = {r.group for r in records if r.label == "incorrect_mask"}
     for record in records:
-        record.split = split_of(record.group)
+        record.split = split_of(record.group, RARE_SPLIT_FRACTIONS if record.group in rare_groups else SPLIT_FRACTIONS)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez(out_dir / "crops.npz", images=np.stack(crops))
@@ -83,10 +88,10 @@ def prepare(data_root: Path, out_dir: Path, *, sources: list[str], input_size: i
     return summarise(records, dropped=total - len(records))
 
 
-def split_of(group: str) -> str:
-    """Deterministic split from a hash of the source photo's name."""
+def split_of(group: str, fractions: tuple[float, float] = SPLIT_FRACTIONS) -> str:
+    """Deterministic split from a hash of the source photo's name (train, validation fractions)."""
     u = int(hashlib.sha1(group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "train" if u < SPLIT_FRACTIONS[0] else "val" if u < sum(SPLIT_FRACTIONS) else "test"
+    return "train" if u < fractions[0] else "val" if u < sum(fractions) else "test"
 
 
 def _folder_crops(folder, source, detector, padded_detector, input_size, margin):
@@ -108,6 +113,7 @@ def _folder_crops(folder, source, detector, padded_detector, input_size, margin)
                 face = max(faces, key=lambda f: f.width * f.height)
                 crop = crop_face(image, face.box, size=input_size, margin=margin)
                 nose_y, mouth_y = _keypoints_in_crop(face, input_size, margin)
+                face_px = face.height
             else:
                 method = "centre"
                 h, w = image.shape[:2]
@@ -115,8 +121,10 @@ def _folder_crops(folder, source, detector, padded_detector, input_size, margin)
                 box = (w / 2 - side / 2, h / 2 - side / 2, w / 2 + side / 2, h / 2 + side / 2)
                 crop = crop_face(image, box, size=input_size, margin=margin)
                 nose_y = mouth_y = float("nan")
+                face_px = side
             group = f"{source}/{label}/{path.stem}"
-            yield crop, CropRecord(source, str(path), label, group, method, nose_y=nose_y, mouth_y=mouth_y)
+            yield crop, CropRecord(source, str(path), label, group, method, round(face_px, 1),
+                                   nose_y=nose_y, mouth_y=mouth_y)
 
 
 def _scene_crops(scenes, detector, input_size, margin):
@@ -146,7 +154,8 @@ def _scene_crops(scenes, detector, input_size, margin):
                 nose_y = mouth_y = float("nan")
                 method = "voc_box"
             group = f"scenes/{image_path.stem}"
-            record = CropRecord("scenes", str(image_path), label, group, method, nose_y=nose_y, mouth_y=mouth_y)
+            record = CropRecord("scenes", str(image_path), label, group, method, round(box[3] - box[1], 1),
+                                nose_y=nose_y, mouth_y=mouth_y)
             record.path = f"{image_path}#{i}"
             yield crop, record
 
