@@ -2,46 +2,28 @@
 
 from __future__ import annotations
 
+import itertools
 import resource
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
-import cv2
 import numpy as np
 
 from .errors import MaskgateError
-from .frames import IMAGE_SUFFIXES, list_images, read_image
 from .pipeline import InferenceCore
 from .scenes import door_scene
+from .sources import files_or_video
 
 
 def benchmark_frames(source: Path | None) -> list[np.ndarray]:
-    """The frames to cycle through: the built-in scene, a folder of images, or a video file."""
+    """The frames to cycle through: the built-in scene, or up to 300 from images or a video."""
     if source is None:
         return [door_scene()]
-    if source.is_dir() or source.suffix.lower() in IMAGE_SUFFIXES:
-        frames = [read_image(p) for p in list_images([source])]
-    else:
-        frames = list(_video_frames(source, limit=300))
+    frames = list(itertools.islice(files_or_video(str(source))(), 300))
     if not frames:
         raise MaskgateError(f"{source}: no frames found")
     return frames
-
-
-def _video_frames(path: Path, *, limit: int) -> Iterator[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise MaskgateError(f"{path}: cannot open as a video")
-    try:
-        for _ in range(limit):
-            ok, frame = capture.read()
-            if not ok:
-                break
-            yield frame
-    finally:
-        capture.release()
 
 
 def run_benchmark(core: InferenceCore, *, frames: Path | None, seconds: float) -> dict:

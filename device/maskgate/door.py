@@ -22,10 +22,7 @@ class Door:
         return bool(self.relay is not None and self.relay.value)
 
     def apply(self, decision: Decision) -> None:
-        if decision.unlocked:
-            self._set(self.relay, True)
-        else:
-            self._set(self.relay, False)
+        self._set(self.relay, decision.unlocked)
         self._set(self.green, decision.state == "granted")
         self._set(self.red, decision.state == "denied")
         self._set(self.amber, decision.state == "checking")

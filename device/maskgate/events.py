@@ -78,11 +78,13 @@ class EventLog:
         if since is not None:
             query += " WHERE time >= ?"
             args.append(since)
-        query += " ORDER BY id"
+        query += " ORDER BY id DESC"
         if limit:
-            query = f"SELECT * FROM ({query.replace(' ORDER BY id', ' ORDER BY id DESC')} LIMIT {int(limit)}) ORDER BY id"
+            query += " LIMIT ?"
+            args.append(int(limit))
+        rows = self._db.execute(query, args).fetchall()[::-1]
         return [Event(time=t, outcome=o, reason=r, face_count=n, faces=tuple(json.loads(f)), latency_ms=ms,
-                      snapshot=s, id=i) for i, t, o, r, n, f, ms, s in self._db.execute(query, args)]
+                      snapshot=s, id=i) for i, t, o, r, n, f, ms, s in rows]
 
     def _save_snapshot(self, frame: np.ndarray, when: float) -> str:
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)
