@@ -106,9 +106,9 @@ def test_near_duplicates_with_another_label_are_kept_in_the_same_group():
 
     bare = door_scene(masked=False)[100:400, 150:450]
     crops = [bare, bare.copy(), door_scene(masked=True)[100:400, 150:450]]
-    records = [CropRecord("a", "1.jpg", "without_mask", "a/1", "detector"),
-               CropRecord("b", "2.jpg", "without_mask", "b/2", "detector"),
-               CropRecord("c", "3.jpg", "with_mask", "c/3", "detector")]
+    records = [CropRecord("a", "1.jpg", "without_mask", "a/1", "detector", 200.0),
+               CropRecord("b", "2.jpg", "without_mask", "b/2", "detector", 200.0),
+               CropRecord("c", "3.jpg", "with_mask", "c/3", "detector", 200.0)]
     assert _drop_duplicates(crops, records) == [0, 2]
     assert records[2].group == "a/1"
 
