@@ -33,7 +33,7 @@ def no_face_photo() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def detector():
-    from maskgate.detector import FaceDetector
+    from maskgate.vision.detector import FaceDetector
 
     return FaceDetector()
 

@@ -18,7 +18,7 @@ import pytest
 from aarch64_env import CACHE, NoPiWheel, Unavailable, download_for_pi, install_for_pi, python_root, qemu, run_on_pi
 
 from maskgate.cli import main as maskgate_main
-from maskgate.scenes import door_scene
+from maskgate.sources.scenes import door_scene
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from tiny_models import solid_crop
 
-from maskgate.classifier import MaskClassifier
+from maskgate.vision.classifier import MaskClassifier
 from maskgate.errors import ModelError
 
 BLUE, RED, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)  # BGR

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from maskgate.crop import crop_face, normalise
+from maskgate.vision.crop import crop_face, normalise
 
 
 def gradient_frame(h=100, w=200):

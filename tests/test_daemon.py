@@ -17,14 +17,14 @@ import pytest
 import yaml
 from gpiozero.pins.mock import MockFactory
 
-from maskgate.classifier import MaskClassifier
+from maskgate.vision.classifier import MaskClassifier
 from maskgate.config import DecisionConfig, GpioConfig, PinConfig
-from maskgate.daemon import Daemon
-from maskgate.decider import Decider
-from maskgate.door import build_door
-from maskgate.events import EventLog
-from maskgate.pipeline import InferenceCore
-from maskgate.scenes import door_scene
+from maskgate.loop import Daemon
+from maskgate.access.decider import Decider
+from maskgate.hardware.door import build_door
+from maskgate.records.events import EventLog
+from maskgate.vision.core import InferenceCore
+from maskgate.sources.scenes import door_scene
 from maskgate.sources import ReplaySource, SourceError
 
 RELAY, GREEN, RED, BUZZER = 17, 27, 22, 24

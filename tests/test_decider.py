@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from maskgate.classifier import Prediction
+from maskgate.vision.classifier import Prediction
 from maskgate.config import DecisionConfig
-from maskgate.decider import Decider
-from maskgate.detector import Face
-from maskgate.pipeline import FaceResult, FrameResult
+from maskgate.access.decider import Decider
+from maskgate.vision.detector import Face
+from maskgate.vision.core import FaceResult, FrameResult
 
 MASKED = {"with_mask": 0.97, "without_mask": 0.02, "incorrect_mask": 0.01}
 BARE = {"with_mask": 0.03, "without_mask": 0.95, "incorrect_mask": 0.02}

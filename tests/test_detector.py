@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import ASTRONAUT_FACE
 
-from maskgate.detector import FaceDetector, ssd_anchors
+from maskgate.vision.detector import FaceDetector, ssd_anchors
 from maskgate.errors import FrameError, ModelError
 
 

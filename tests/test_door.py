@@ -8,8 +8,8 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from maskgate.config import GpioConfig, PinConfig
-from maskgate.decider import Decision
-from maskgate.door import build_door
+from maskgate.access.decider import Decision
+from maskgate.hardware.door import build_door
 
 
 @pytest.fixture

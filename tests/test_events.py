@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from maskgate.cli import main
-from maskgate.events import Event, EventLog
+from maskgate.records.events import Event, EventLog
 
 
 def test_records_round_trip(tmp_path):
@@ -50,7 +50,7 @@ def test_no_images_unless_snapshots_are_enabled(tmp_path):
 
 WRITER = """
 import sys, time
-from maskgate.events import EventLog, Event
+from maskgate.records.events import EventLog, Event
 log = EventLog(sys.argv[1])
 for i in range(100000):
     log.record(Event(float(i), "denied", "no mask"))

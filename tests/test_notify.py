@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from maskgate.notify import Notifier
+from maskgate.hardware.notify import Notifier
 
 
 def test_messages_reach_a_real_notify_socket(tmp_path):

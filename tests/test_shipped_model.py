@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from maskgate.classifier import MaskClassifier, default_bundle_dir
-from maskgate.pipeline import InferenceCore
-from maskgate.scenes import door_scene
-from maskgate.verdict import judge_frame
+from maskgate.vision.classifier import MaskClassifier, default_bundle_dir
+from maskgate.vision.core import InferenceCore
+from maskgate.sources.scenes import door_scene
+from maskgate.access.verdict import judge_frame
 
 BUNDLE = default_bundle_dir()
 pytestmark = pytest.mark.skipif(

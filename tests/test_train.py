@@ -10,12 +10,14 @@ import cv2
 import numpy as np
 import pytest
 
-from maskgate.classifier import MaskClassifier
-from maskgate.scenes import door_scene
-from maskgate_train.dataset import load_prepared
+from maskgate.vision.classifier import LABELS, MaskClassifier
+from maskgate.sources.scenes import door_scene
+from maskgate_train.cli import main as train_cli
+from maskgate_train.dataset import add_synthetic, load_prepared
 from maskgate_train.errors import DataError
-from maskgate_train.prepare import dhash, read_voc
-from maskgate_train.recipe import run_evaluate, run_export, run_prepare, run_train
+from maskgate_train.evaluate import choose_threshold, granted
+from maskgate_train.prepare import dhash, read_voc, split_of
+from maskgate_train.recipe import run_evaluate, run_export, run_holdout, run_prepare, run_train
 from maskgate_train.train import Hyperparameters, find_imagenet_weights
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -62,12 +64,18 @@ def write_voc(path: Path, filename: str, objects) -> None:
     path.write_text(f"<annotation><filename>{filename}</filename>{body}</annotation>")
 
 
+@pytest.fixture(scope="module")
+def prepared(tiny_data, tmp_path_factory) -> tuple[Path, dict]:
+    work = tmp_path_factory.mktemp("work")
+    return work, run_prepare(tiny_data, work, sources=["scenes", "tiny"], input_size=96, margin=0.2)
+
+
 @pytest.mark.slow
-def test_prepare_train_evaluate_export_and_load_on_the_device(tiny_data, tmp_path):
-    work, bundle = tmp_path / "work", tmp_path / "bundle"
-    prepared = run_prepare(tiny_data, work, sources=["scenes", "tiny"], input_size=96, margin=0.2)
-    assert prepared["duplicates_dropped"] >= 1
-    assert prepared["methods"]["tiny/with_mask"].get("detector", 0) >= 30, "the device's detector made the crops"
+def test_prepare_train_evaluate_holdout_export_and_load_on_the_device(prepared, tmp_path):
+    work, summary = prepared
+    bundle = tmp_path / "bundle"
+    assert summary["duplicates_dropped"] >= 1
+    assert summary["methods"]["tiny/with_mask"].get("detector", 0) >= 30, "the device's detector made the crops"
     splits = load_prepared(work)
     assert all(len(splits[s].labels) for s in ("train", "val", "test"))
     assert splits["train"].images.shape[1:] == (96, 96, 3)
@@ -79,16 +87,49 @@ def test_prepare_train_evaluate_export_and_load_on_the_device(tiny_data, tmp_pat
     assert trained["synthetic_incorrect_mask"] > 0 and (bundle / "curves.png").is_file()
     evaluated = run_evaluate(work, bundle)
     assert 0.5 <= evaluated["threshold"] < 1
+    unseen = run_holdout(work, source="scenes", hp=hp, weights=None, progress=False)
+    assert unseen["crops"] == 12 and sum(c["support"] for c in unseen["float"]["per_class"].values()) == 12
     metadata = run_export(work, bundle)
     # One epoch from scratch is nearly uniform, so compare probabilities rather than argmax labels.
     assert metadata["metrics"]["parity"]["max_abs_prob_difference"] < 0.05
+    assert metadata["metrics"]["leave_one_source_out"]["scenes"]["crops"] == 12
     for name in ("classifier.tflite", "metadata.json", "report.md", "report.json", "confusion.png"):
         assert (bundle / name).is_file(), name
+    assert "Leave one source out" in (bundle / "report.md").read_text()
 
     classifier = MaskClassifier(bundle)
     assert classifier.metadata.quantisation == "int8" and classifier.input_size == 96
+    assert classifier.threshold == evaluated["threshold"]
     (prediction,) = classifier.classify([splits["test"].images[0]])
     assert sum(prediction.probs.values()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_holdout_of_an_unknown_source_is_named(prepared):
+    with pytest.raises(DataError, match="no crops from source 'nowhere'"):
+        run_holdout(prepared[0], source="nowhere", hp=Hyperparameters(), weights=None)
+
+
+def test_synthetic_masks_come_in_pairs_that_differ_only_in_where_the_mask_sits(prepared):
+    train = load_prepared(prepared[0])["train"]
+    merged, counts = add_synthetic(train, seed=0)
+    n, k = len(train.labels), counts["synthetic_incorrect_mask"]
+    assert k > 0 and counts["synthetic_with_mask"] == k
+    assert merged.labels[n:n + k].tolist() == [LABELS.index("incorrect_mask")] * k
+    assert merged.labels[n + k:n + 2 * k].tolist() == [LABELS.index("with_mask")] * k
+    assert merged.rows[n]["made_from"] == merged.rows[n + k]["made_from"]
+    original = train.images[[r["path"] for r in train.rows].index(merged.rows[n]["made_from"])].astype(int)
+    first_changed_row = lambda image: np.flatnonzero(np.abs(image.astype(int) - original).sum(axis=(1, 2)))[0]
+    assert first_changed_row(merged.images[n + k]) < first_changed_row(merged.images[n]), "over the nose starts higher"
+
+
+def test_threshold_grants_at_most_half_a_percent_of_validation_faces_without_a_mask():
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 500 + [1] * 400 + [2] * 100)
+    p_with = np.where(labels == 0, rng.uniform(0.6, 1.0, labels.size), rng.uniform(0.0, 0.97, labels.size))
+    probs = np.stack([p_with, (1 - p_with) * 0.7, (1 - p_with) * 0.3], axis=1)
+    threshold = choose_threshold(probs, labels)
+    assert granted(probs[labels != 0], threshold).mean() <= 0.005
+    assert granted(probs[labels == 0], threshold).mean() > 0
 
 
 def test_dhash_sees_near_duplicates_but_not_different_photos():
@@ -106,9 +147,9 @@ def test_near_duplicates_with_another_label_are_kept_in_the_same_group():
 
     bare = door_scene(masked=False)[100:400, 150:450]
     crops = [bare, bare.copy(), door_scene(masked=True)[100:400, 150:450]]
-    records = [CropRecord("a", "1.jpg", "without_mask", "a/1", "detector", 200.0),
-               CropRecord("b", "2.jpg", "without_mask", "b/2", "detector", 200.0),
-               CropRecord("c", "3.jpg", "with_mask", "c/3", "detector", 200.0)]
+    records = [CropRecord("a", "1.jpg", "without_mask", "a/1", "detector", 300.0),
+               CropRecord("b", "2.jpg", "without_mask", "b/2", "detector", 300.0),
+               CropRecord("c", "3.jpg", "with_mask", "c/3", "detector", 300.0)]
     assert _drop_duplicates(crops, records) == [0, 2]
     assert records[2].group == "a/1"
 
@@ -152,16 +193,22 @@ def test_every_shared_voc_file_parses_with_known_classes():
     assert len(annotations) == 682 and sum(map(len, faces)) > 3000
 
 
-@pytest.mark.slow
-def test_holdout_trains_without_a_source_and_tests_on_all_of_it(tiny_data, tmp_path):
-    from maskgate_train.recipe import run_holdout
+def test_photos_with_an_incorrect_mask_get_a_larger_share_of_validation_and_test():
+    groups = [f"scenes/img{i}" for i in range(2000)]
+    held_out = lambda fractions: np.mean([split_of(g, fractions) != "train" for g in groups])
+    assert held_out((0.8, 0.1)) == pytest.approx(0.2, abs=0.03)
+    assert held_out((0.6, 0.2)) == pytest.approx(0.4, abs=0.03)
+    assert [split_of(g) for g in groups[:50]] == [split_of(g) for g in groups[:50]]
 
-    work = tmp_path / "work"
-    run_prepare(tiny_data, work, sources=["scenes", "tiny"], input_size=96, margin=0.2)
-    result = run_holdout(work, tmp_path / "out", source="scenes",
-                         hp=Hyperparameters(head_epochs=1, fine_tune_epochs=1, batch_size=16), weights=None)
-    assert result["crops"] == 12 and result["source"] == "scenes"
-    assert sum(c["support"] for c in result["float"]["per_class"].values()) == 12
-    assert (tmp_path / "out" / "holdout-scenes.json").is_file()
-    with pytest.raises(DataError, match="no crops from source 'nowhere'"):
-        run_holdout(work, tmp_path / "out", source="nowhere", hp=Hyperparameters(), weights=None)
+
+def test_collect_saves_face_crops_from_the_device_frame_source_headless(tmp_path, capsys):
+    assert train_cli(["collect", "scenes", "--out", str(tmp_path), "--label", "with_mask",
+                      "--every", "4", "--count", "3", "--size", "96"]) == 0
+    saved = sorted((tmp_path / "with_mask").glob("*.jpg"))
+    assert len(saved) == 3 and capsys.readouterr().out.strip().endswith("saved 3 crops")
+    assert cv2.imread(str(saved[0])).shape == (96, 96, 3)
+
+
+def test_collect_names_a_missing_video_in_one_line(tmp_path, capsys):
+    assert train_cli(["collect", str(tmp_path / "door.mp4"), "--out", str(tmp_path), "--label", "with_mask"]) == 2
+    assert capsys.readouterr().err.strip() == f"maskgate-train: {tmp_path / 'door.mp4'}: replay source not found"

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MaskgateError
-from .pipeline import InferenceCore
-from .scenes import door_scene
+from .vision.core import InferenceCore
+from .sources.scenes import door_scene
 from .sources import files_or_video
 
 

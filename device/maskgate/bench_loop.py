@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from .bench import peak_rss_mb
-from .classifier import MaskClassifier
+from .vision.classifier import MaskClassifier
 from .config import CameraConfig, DecisionConfig, GpioConfig
-from .daemon import Daemon
-from .decider import Decider
-from .detector import FaceDetector
-from .door import build_door
-from .events import EventLog
-from .pipeline import InferenceCore
+from .loop import Daemon
+from .access.decider import Decider
+from .vision.detector import FaceDetector
+from .hardware.door import build_door
+from .records.events import EventLog
+from .vision.core import InferenceCore
 from .sources import make_source
 
 

@@ -19,9 +19,9 @@ def _positive_float(text: str) -> float:
 
 
 def _build_core(model: Path | None, detector_model: Path | None, threads: int, pad_retry: bool = False):
-    from .classifier import MaskClassifier
-    from .detector import FaceDetector
-    from .pipeline import InferenceCore
+    from .vision.classifier import MaskClassifier
+    from .vision.detector import FaceDetector
+    from .vision.core import InferenceCore
 
     return InferenceCore(
         FaceDetector(detector_model, num_threads=threads, pad_retry=pad_retry),
@@ -30,8 +30,8 @@ def _build_core(model: Path | None, detector_model: Path | None, threads: int, p
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from .frames import list_images, read_image
-    from .verdict import judge_frame
+    from .vision.frames import list_images, read_image
+    from .access.verdict import judge_frame
 
     core = _build_core(args.model, args.detector_model, args.threads, args.pad_retry)
     failed = False
@@ -88,14 +88,14 @@ def _daemon(config, *, demo: bool) -> int:
     import signal
     import time
 
-    from .classifier import MaskClassifier
-    from .daemon import Daemon
-    from .decider import Decider
-    from .detector import FaceDetector
-    from .door import build_door
-    from .events import EventLog
-    from .notify import Notifier
-    from .pipeline import InferenceCore
+    from .vision.classifier import MaskClassifier
+    from .loop import Daemon
+    from .access.decider import Decider
+    from .vision.detector import FaceDetector
+    from .hardware.door import build_door
+    from .records.events import EventLog
+    from .hardware.notify import Notifier
+    from .vision.core import InferenceCore
     from .sources import make_source
 
     logging.basicConfig(level=config.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -163,7 +163,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     import time
 
     from .config import Config, load_config
-    from .events import open_existing
+    from .records.events import open_existing
 
     config = load_config(args.config) if args.config else Config()
     log = open_existing(args.state_dir or config.events.resolved_state_dir())

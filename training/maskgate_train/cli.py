@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from maskgate.classifier import LABELS, default_bundle_dir
+from maskgate.vision.classifier import LABELS, default_bundle_dir
 from maskgate.errors import MaskgateError
 
 from .recipe import run_evaluate, run_export, run_holdout, run_prepare, run_train
@@ -43,14 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     common(steps.add_parser("prepare", help="detect and crop faces, dedupe, split, write the manifest"), data=True)
     common(steps.add_parser("train", help="transfer-train MobileNetV2 on the prepared crops"), model=True)
     common(steps.add_parser("evaluate", help="test-split metrics and the grant threshold"))
-    common(steps.add_parser("export", help="int8 TFLite bundle + report"))
-    common(steps.add_parser("all", help="prepare, train, evaluate and export in one go"), data=True, model=True)
+    common(steps.add_parser("export", help="int8 TFLite bundle + report (with any leave-one-source-out results)"))
+    everything = steps.add_parser("all", help="prepare, train, evaluate, [holdout] and export in one go")
+    common(everything, data=True, model=True)
+    everything.add_argument("--holdout", action="append", default=[], metavar="SOURCE",
+                            help="also train without SOURCE and test on all of it, before export (e.g. scenes)")
     holdout = steps.add_parser("holdout", help="train without one source, test on all of it (unseen-photo figure)")
     common(holdout, model=True)
     holdout.add_argument("--source", required=True, help="the source to hold out, e.g. scenes")
 
     collect = steps.add_parser("collect", help="save face crops from a camera or video for retraining")
-    collect.add_argument("source", help="camera index (0) or video file/URL")
+    collect.add_argument("source", help="camera index (0), /dev/videoN, auto, picamera2, scenes (the demo), "
+                                        "or a video file, image folder or glob")
     collect.add_argument("--out", type=Path, required=True)
     collect.add_argument("--label", choices=LABELS, required=True)
     collect.add_argument("--every", type=int, default=10, metavar="N", help="save every N-th frame (headless)")
@@ -68,20 +72,21 @@ def run(args: argparse.Namespace) -> dict | int:
         return collect(args.source, args.out, label=args.label, every=args.every, count=args.count,
                        size=args.size, margin=args.margin, show=args.show)
     excluded = tuple(args.exclude_source)
-    if args.step == "holdout":
+    if args.step in ("train", "all", "holdout"):
         weights = None if args.no_imagenet else find_imagenet_weights(args.keras_home)
         hp = Hyperparameters(head_epochs=args.head_epochs, fine_tune_epochs=args.fine_tune_epochs)
-        return run_holdout(args.work_dir, args.bundle, source=args.source, hp=hp, weights=weights)
+    if args.step == "holdout":
+        return run_holdout(args.work_dir, source=args.source, hp=hp, weights=weights)["float"]
     result = {}
     if args.step in ("prepare", "all"):
         result["prepare"] = run_prepare(args.data, args.work_dir, sources=args.sources,
                                         input_size=args.input_size, margin=args.margin)
     if args.step in ("train", "all"):
-        weights = None if args.no_imagenet else find_imagenet_weights(args.keras_home)
-        hp = Hyperparameters(head_epochs=args.head_epochs, fine_tune_epochs=args.fine_tune_epochs)
         result["train"] = run_train(args.work_dir, args.bundle, hp=hp, weights=weights, exclude_sources=excluded)
     if args.step in ("evaluate", "all"):
         result["evaluate"] = {"threshold": run_evaluate(args.work_dir, args.bundle, exclude_sources=excluded)["threshold"]}
+    for source in getattr(args, "holdout", []):
+        result[f"holdout-{source}"] = run_holdout(args.work_dir, source=source, hp=hp, weights=weights)["float"]
     if args.step in ("export", "all"):
         result["export"] = run_export(args.work_dir, args.bundle, exclude_sources=excluded)["metrics"]["parity"]
     return result

@@ -1,4 +1,8 @@
-"""Step 5 — collect: save face crops from a camera or video into ``<out>/<label>/`` for retraining."""
+"""Step 5 — collect: save face crops from a camera or video into ``<out>/<label>/`` for retraining.
+
+Frames come through the device's own frame sources (``maskgate.sources``), so crops are what the
+door camera sees; faces are found and cut with the device's detector and crop.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,19 @@ from pathlib import Path
 
 import cv2
 
-from maskgate.crop import crop_face
-from maskgate.detector import FaceDetector
-from maskgate.errors import MaskgateError
+from maskgate.config import CameraConfig
+from maskgate.vision.crop import crop_face
+from maskgate.vision.detector import FaceDetector
+from maskgate.sources import EndOfStream, make_source
 
 
-def open_capture(source: str) -> cv2.VideoCapture:
-    capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
-    if not capture.isOpened():
-        raise MaskgateError(f"{source}: cannot open camera or video")
-    return capture
+def camera_config(spec: str) -> CameraConfig:
+    """``auto``/``picamera2``/``scenes``, a camera index or /dev/video path, else a video, image folder or glob."""
+    if spec in ("auto", "picamera2", "scenes"):
+        return CameraConfig(backend=spec)
+    if spec.isdigit() or spec.startswith("/dev/video"):
+        return CameraConfig(backend="opencv", device=int(spec) if spec.isdigit() else spec)
+    return CameraConfig(backend="replay", replay_path=spec)
 
 
 def collect(source: str, out_dir: Path, *, label: str, every: int, count: int, size: int, margin: float,
@@ -25,21 +32,23 @@ def collect(source: str, out_dir: Path, *, label: str, every: int, count: int, s
     detector = FaceDetector()
     target = out_dir / label
     target.mkdir(parents=True, exist_ok=True)
-    capture = open_capture(source)
+    frames = make_source(camera_config(source), paced=False)
     saved = frame_index = 0
     try:
         while saved < count:
-            ok, frame = capture.read()
-            if not ok:
+            try:
+                image = frames.read().image
+            except EndOfStream:
                 break
             frame_index += 1
-            faces = detector.detect(frame)
+            faces = detector.detect(image)
             key = -1
             if show:
+                preview = image.copy()
                 for face in faces:
                     x1, y1, x2, y2 = (int(v) for v in face.box)
-                    cv2.rectangle(frame, (x1, y1), (x2, y2), (0, 255, 0), 2)
-                cv2.imshow("maskgate collect — SPACE saves, q quits", frame)
+                    cv2.rectangle(preview, (x1, y1), (x2, y2), (0, 255, 0), 2)
+                cv2.imshow("maskgate collect — SPACE saves, q quits", preview)
                 key = cv2.waitKey(1) & 0xFF
                 if key == ord("q"):
                     break
@@ -47,9 +56,9 @@ def collect(source: str, out_dir: Path, *, label: str, every: int, count: int, s
             if wanted and faces:
                 face = max(faces, key=lambda f: f.width * f.height)
                 path = target / f"{label}_{time.strftime('%Y%m%d-%H%M%S')}_{frame_index:06d}.jpg"
-                cv2.imwrite(str(path), crop_face(frame, face.box, size=size, margin=margin))
+                cv2.imwrite(str(path), crop_face(image, face.box, size=size, margin=margin))
                 saved += 1
                 print(f"saved {path} (face {face.width:.0f} px, score {face.score:.2f})", flush=True)
     finally:
-        capture.release()
+        frames.close()
     return saved

@@ -10,14 +10,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from maskgate.classifier import LABELS
+from maskgate.vision.classifier import LABELS
 
 from .errors import DataError
 
 
 @dataclass
 class Split:
-    images: np.ndarray  # N×S×S×3 uint8 BGR, exactly as maskgate.crop.crop_face makes them
+    images: np.ndarray  # N×S×S×3 uint8 BGR, exactly as maskgate.vision.crop.crop_face makes them
     labels: np.ndarray  # N int, index into LABELS
     rows: list[dict]
 
@@ -59,20 +59,21 @@ def add_synthetic(train: Split, *, seed: int, masks_per_without: float = 0.35, h
     without, donors = _with_keypoints(train, "without_mask"), _with_keypoints(train, "with_mask")
     if not without or not donors:
         return train, {"synthetic_incorrect_mask": 0, "synthetic_with_mask": 0, "synthetic_hand_over_mouth": 0}
-    incorrect, covered = [], []
+    incorrect, covered, made_from = [], [], []
     for i in rng.choice(without, size=max(1, int(len(without) * masks_per_without)), replace=False):
         donor = int(rng.choice(donors))
         texture = _mask_texture(train.images[donor], *_nose_mouth(train.rows[donor]))
         nose_y, mouth_y = _nose_mouth(train.rows[i])
         incorrect.append(_put_mask(train.images[i], texture, nose_y, mouth_y, below_nose=True, rng=rng))
         covered.append(_put_mask(train.images[i], texture, nose_y, mouth_y, below_nose=False, rng=rng))
-    hand = [_hand_over_mouth(train.images[i], _nose_mouth(train.rows[i])[1], rng)
-            for i in rng.choice(without, size=min(hands, len(without)), replace=False)]
-    labels = ([LABELS.index("incorrect_mask")] * len(incorrect) + [LABELS.index("with_mask")] * len(covered)
-              + [LABELS.index("without_mask")] * len(hand))
-    extra = incorrect + covered + hand
-    merged = Split(np.concatenate([train.images, np.stack(extra)]), np.concatenate([train.labels, labels]),
-                   train.rows + [{"source": "synthetic"}] * len(extra))
+        made_from.append(train.rows[i]["path"])
+    hand_idx = rng.choice(without, size=min(hands, len(without)), replace=False)
+    hand = [_hand_over_mouth(train.images[i], _nose_mouth(train.rows[i])[1], rng) for i in hand_idx]
+    labels = ["incorrect_mask"] * len(incorrect) + ["with_mask"] * len(covered) + ["without_mask"] * len(hand)
+    rows = [{"source": "synthetic", "label": label, "made_from": path}
+            for label, path in zip(labels, made_from + made_from + [train.rows[i]["path"] for i in hand_idx])]
+    merged = Split(np.concatenate([train.images, np.stack(incorrect + covered + hand)]),
+                   np.concatenate([train.labels, [LABELS.index(label) for label in labels]]), train.rows + rows)
     return merged, {"synthetic_incorrect_mask": len(incorrect), "synthetic_with_mask": len(covered),
                     "synthetic_hand_over_mouth": len(hand)}
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskgate.classifier import LABELS
+from maskgate.vision.classifier import LABELS
 
 MAX_FALSE_GRANT_RATE = 0.005  # faces without a correct mask granted at most this often
 WITH_MASK = LABELS.index("with_mask")
@@ -39,22 +39,30 @@ def metrics(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
         f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else float("nan")
         per_class[label] = {"precision": precision, "recall": recall, "f1": f1, "support": int(confusion[i].sum())}
     recalls = [v["recall"] for v in per_class.values() if not np.isnan(v["recall"])]
-    # The door's question: masked or not (incorrect counts as not).
     is_masked = labels == WITH_MASK
     said_masked = predicted == WITH_MASK
-    binary = [np.mean(said_masked[is_masked]) if is_masked.any() else float("nan"),
-              np.mean(~said_masked[~is_masked]) if (~is_masked).any() else float("nan")]
+    is_bare = labels == LABELS.index("without_mask")
     grants = granted(probs, threshold)
     return {
         "accuracy": float(np.mean(predicted == labels)) if labels.size else float("nan"),
         "balanced_accuracy": float(np.mean(recalls)) if recalls else float("nan"),
-        "masked_vs_not_balanced_accuracy": float(np.nanmean(binary)),
+        # with_mask vs without_mask faces only: is a masked face told from a bare one?
+        "with_vs_without_balanced_accuracy": _balanced(said_masked[is_masked], ~said_masked[is_bare]),
+        # the door's question: correctly masked or not (incorrect_mask counts as not)
+        "masked_vs_not_balanced_accuracy": _balanced(said_masked[is_masked], ~said_masked[~is_masked]),
         "per_class": per_class,
         "confusion": confusion.tolist(),
         "false_grant_rate": float(grants[~is_masked].mean()) if (~is_masked).any() else float("nan"),
+        "false_grants": int(grants[~is_masked].sum()),
+        "negatives": int((~is_masked).sum()),
         "masked_granted_rate": float(grants[is_masked].mean()) if is_masked.any() else float("nan"),
         "threshold": threshold,
     }
+
+
+def _balanced(positives_right: np.ndarray, negatives_right: np.ndarray) -> float:
+    recalls = [part.mean() for part in (positives_right, negatives_right) if part.size]
+    return float(np.mean(recalls)) if recalls else float("nan")
 
 
 def save_confusion(confusion: list[list[int]], path: Path, title: str) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskgate.classifier import METADATA_FILE, MODEL_FILE, MaskClassifier
+from maskgate.vision.classifier import METADATA_FILE, MODEL_FILE, MaskClassifier
 
 from .train import to_rgb_float
 

@@ -2,7 +2,7 @@
 
 Sources are class folders (``faces/<source>/<class>/*.jpg``) and scene photos with Pascal-VOC face
 boxes (``scenes/images`` + ``scenes/annotations``). Every crop goes through
-``maskgate.detector.FaceDetector`` and ``maskgate.crop.crop_face``. Where the detector finds no face
+``maskgate.vision.detector.FaceDetector`` and ``maskgate.vision.crop.crop_face``. Where the detector finds no face
 the fallback is, in order: pad the picture and retry (tight crops), then the annotated box (scenes)
 or a centre crop (class folders); the manifest records which method made each crop.
 Exact and near duplicates (64-bit difference hash within ``NEAR_DUPLICATE_BITS``) with the same label
@@ -24,11 +24,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from maskgate.classifier import LABELS
-from maskgate.crop import crop_face
-from maskgate.detector import Face, FaceDetector
+from maskgate.vision.classifier import LABELS
+from maskgate.vision.crop import crop_face
+from maskgate.vision.detector import Face, FaceDetector, iou
 from maskgate.errors import FrameError
-from maskgate.frames import IMAGE_SUFFIXES, read_image
+from maskgate.vision.frames import IMAGE_SUFFIXES, read_image
 
 from .errors import DataError
 
@@ -143,7 +143,7 @@ def _scene_crops(scenes, detector, input_size, margin):
             view_px = 256
             view = crop_face(image, box, size=view_px, margin=1.5)  # face fills ~1/4 of the view
             expected = np.array([view_px * 3 / 8, view_px * 3 / 8, view_px * 5 / 8, view_px * 5 / 8])
-            faces = [f for f in detector.detect(view) if _iou(np.array(f.box), expected) > 0.3]
+            faces = [f for f in detector.detect(view) if iou(expected, np.array([f.box]))[0] > 0.3]
             if faces:
                 face = max(faces, key=lambda f: f.score)
                 crop = crop_face(view, face.box, size=input_size, margin=margin)
@@ -196,14 +196,6 @@ def _keypoints_in_crop(face: Face, input_size: int, margin: float) -> tuple[floa
     top = (face.box[1] + face.box[3]) / 2 - side / 2
     to_crop = input_size / side
     return (face.keypoints[2][1] - top) * to_crop, (face.keypoints[3][1] - top) * to_crop
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def dhash(crop: np.ndarray) -> int:

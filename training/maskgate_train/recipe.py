@@ -7,25 +7,26 @@ import json
 import platform
 import time
 from dataclasses import asdict
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 
-from maskgate.classifier import LABELS
+from maskgate.vision.classifier import LABELS
 
 from . import evaluate as ev
 from .dataset import add_synthetic, load_prepared, manifest_hash
 from .errors import DataError
 from .export import bundle_probs, to_int8_tflite, write_bundle
 from .prepare import prepare
-from .train import Hyperparameters, find_imagenet_weights, to_rgb_float, train
+from .train import Hyperparameters, to_rgb_float, train
 
 MODEL_FILE = "model.keras"
 REPRESENTATIVE_CROPS = 300
 
 
 def run_prepare(data_root: Path, work_dir: Path, *, sources: list[str], input_size: int, margin: float) -> dict:
+    """Face crops, duplicates dropped, split by photo: ``crops.npz``, ``manifest.csv``, ``prepare.json``."""
     start = time.perf_counter()
     summary = prepare(data_root, work_dir, sources=sources, input_size=input_size, margin=margin)
     summary.update(seconds=round(time.perf_counter() - start, 1), input_size=input_size, margin=margin, sources=sources)
@@ -35,6 +36,7 @@ def run_prepare(data_root: Path, work_dir: Path, *, sources: list[str], input_si
 
 def run_train(work_dir: Path, out_dir: Path, *, hp: Hyperparameters, weights: Path | None,
               exclude_sources: tuple[str, ...] = (), progress: bool = True) -> dict:
+    """Float Keras model (``model.keras``) trained on the real and synthetic training crops."""
     start = time.perf_counter()
     prepared = json.loads(_require(work_dir / "prepare.json").read_text())
     splits = load_prepared(work_dir, exclude_sources=exclude_sources)
@@ -107,25 +109,30 @@ def run_export(work_dir: Path, bundle_dir: Path, *, exclude_sources: tuple[str, 
     ev.save_confusion(int8_metrics["confusion"], bundle_dir / "confusion.png", "test split (int8, shipped)")
     metadata.update(
         metrics={"test_int8": int8_metrics, "test_int8_by_source": _by_source(test, int8_probs, threshold),
-                 "test_float": evaluated["float_test"], "parity": parity},
+                 "test_float": evaluated["float_test"], "parity": parity,
+                 "leave_one_source_out": _holdouts(work_dir)},
         provenance={
             "date": datetime.date.today().isoformat(),
             "sources": prepared["sources"], "crop_counts": prepared["counts"], "crop_methods": prepared["methods"],
             "duplicates_dropped": prepared["duplicates_dropped"],
-            "dataset_manifest_sha256": manifest_hash(work_dir), "training": trained,
+            "dataset_manifest_sha256": manifest_hash(work_dir), "prepare_seconds": prepared["seconds"],
+            "training": trained,
             "versions": {p: version(p) for p in ("tensorflow-cpu", "keras", "numpy", "maskgate")
                          if _installed(p)} | {"python": platform.python_version()},
         },
     )
+    metadata["provenance"]["export_seconds"] = round(time.perf_counter() - start, 1)
     write_bundle(bundle_dir, tflite, metadata)
     (bundle_dir / "report.json").write_text(json.dumps(metadata["metrics"], indent=2) + "\n")
-    (bundle_dir / "report.md").write_text(render_report(metadata, export_seconds=time.perf_counter() - start))
+    (bundle_dir / "report.md").write_text(render_report(metadata))
     return metadata
 
 
-def run_holdout(work_dir: Path, out_dir: Path, *, source: str, hp: Hyperparameters, weights: Path | None) -> dict:
+def run_holdout(work_dir: Path, *, source: str, hp: Hyperparameters, weights: Path | None,
+                progress: bool = True) -> dict:
     """Train without ``source`` at all, then test on every crop of it: how the recipe does on
-    photos from a source it never saw (the figure a random split flatters)."""
+    photos from a source it never saw (the figure a random split flatters). Float model."""
+    start = time.perf_counter()
     splits = load_prepared(work_dir, exclude_sources=(source,))
     everything = load_prepared(work_dir)
     unseen_parts = [everything[s] for s in ("train", "val", "test")]
@@ -136,12 +143,20 @@ def run_holdout(work_dir: Path, out_dir: Path, *, source: str, hp: Hyperparamete
     train_split, _ = add_synthetic(splits["train"], seed=hp.seed)
     prepared = json.loads(_require(work_dir / "prepare.json").read_text())
     model, history = train(train_split, splits["val"], input_size=prepared["input_size"], hp=hp, weights=weights,
-                           out_dir=out_dir / f"holdout-{source}")
+                           out_dir=work_dir / f"holdout-{source}", progress=progress)
     threshold = ev.choose_threshold(model.predict(to_rgb_float(splits["val"].images), verbose=0), splits["val"].labels)
     result = {"source": source, "epochs": len(history["loss"]), "crops": int(len(labels)),
+              "dataset_manifest_sha256": manifest_hash(work_dir), "seconds": round(time.perf_counter() - start, 1),
               "float": ev.metrics(model.predict(to_rgb_float(images), verbose=0), labels, threshold)}
-    (out_dir / f"holdout-{source}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (work_dir / f"holdout-{source}.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _holdouts(work_dir: Path) -> dict:
+    """Leave-one-source-out results made from the current manifest (stale ones are ignored)."""
+    current = manifest_hash(work_dir)
+    results = (json.loads(path.read_text()) for path in sorted(work_dir.glob("holdout-*.json")))
+    return {r["source"]: r for r in results if r.get("dataset_manifest_sha256") == current}
 
 
 def _by_source(split, probs: np.ndarray, threshold: float) -> dict:
@@ -153,7 +168,7 @@ def _installed(name: str) -> bool:
     try:
         version(name)
         return True
-    except Exception:
+    except PackageNotFoundError:
         return False
 
 
@@ -163,29 +178,35 @@ def _require(path: Path) -> Path:
     return path
 
 
-def render_report(metadata: dict, *, export_seconds: float) -> str:
-    m = metadata["metrics"]["test_int8"]
-    f = metadata["metrics"]["test_float"]
-    p = metadata["metrics"]["parity"]
-    prov = metadata["provenance"]
+def render_report(metadata: dict) -> str:
+    """report.md: the shipped model's figures, on real photos only."""
+    m, f = metadata["metrics"]["test_int8"], metadata["metrics"]["test_float"]
+    p, prov = metadata["metrics"]["parity"], metadata["provenance"]
+    t = prov["training"]
     lines = [
         "# Mask classifier — evaluation report",
         "",
         f"Trained {prov['date']} on sources {', '.join(prov['sources'])}; input {metadata['input_size']} px, "
-        f"crop margin {metadata['crop_margin']}, MobileNetV2 alpha {prov['training']['hyperparameters']['alpha']}, "
-        f"{prov['training']['epochs']} epochs, int8. Dataset manifest sha256 `{prov['dataset_manifest_sha256'][:16]}…`.",
+        f"crop margin {metadata['crop_margin']}, MobileNetV2 alpha {t['hyperparameters']['alpha']}, "
+        f"{t['epochs']} epochs, int8. Dataset manifest sha256 `{prov['dataset_manifest_sha256'][:16]}…`.",
         "",
         "All figures are on the **test split of real photos** (no synthetic crops), with the shipped int8 model "
         "unless marked float.",
         "",
         "| figure | value |",
         "|---|---|",
-        f"| masked vs not, balanced accuracy | {m['masked_vs_not_balanced_accuracy']:.2%} |",
+        f"| with_mask vs without_mask faces, balanced accuracy | {m['with_vs_without_balanced_accuracy']:.2%} |",
+        f"| correctly masked vs not (incorrect counts as not), balanced accuracy | "
+        f"{m['masked_vs_not_balanced_accuracy']:.2%} |",
         f"| 3-class balanced accuracy | {m['balanced_accuracy']:.2%} |",
+        f"| incorrect_mask recall | {m['per_class']['incorrect_mask']['recall']:.2%} "
+        f"(of {m['per_class']['incorrect_mask']['support']}) |",
         f"| accuracy (int8 / float) | {m['accuracy']:.2%} / {f['accuracy']:.2%} |",
-        f"| int8 vs float: accuracy drop, label agreement | {p['accuracy_drop_points']:.2f} points, {p['label_agreement']:.2%} |",
+        f"| int8 vs float: accuracy drop, label agreement | {p['accuracy_drop_points']:.2f} points, "
+        f"{p['label_agreement']:.2%} |",
         f"| grant threshold on p(with_mask) (chosen on validation) | {metadata['threshold']:.4f} |",
-        f"| faces without a correct mask granted | {m['false_grant_rate']:.2%} |",
+        f"| faces without a correct mask granted | {m['false_grant_rate']:.2%} "
+        f"({m['false_grants']} of {m['negatives']}) |",
         f"| masked faces granted | {m['masked_granted_rate']:.2%} |",
         "",
         "| class | precision | recall | F1 | support |",
@@ -195,13 +216,30 @@ def render_report(metadata: dict, *, export_seconds: float) -> str:
         lines.append(f"| {label} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |")
     lines += ["", "Confusion matrix (rows true, columns predicted: " + ", ".join(metadata["labels"]) + "):", ""]
     lines += ["    " + " ".join(f"{n:6d}" for n in row) for row in m["confusion"]]
-    lines += ["", "By source (int8):", "", "| source | balanced acc. (masked vs not) | false grants | n |", "|---|---|---|---|"]
+    lines += ["", "By source (int8):", "",
+              "| source | with vs without, balanced | correctly masked vs not, balanced | false grants | n |",
+              "|---|---|---|---|---|"]
     for source, s in metadata["metrics"]["test_int8_by_source"].items():
         n = sum(c["support"] for c in s["per_class"].values())
-        lines.append(f"| {source} | {s['masked_vs_not_balanced_accuracy']:.2%} | {s['false_grant_rate']:.2%} | {n} |")
-    t = prov["training"]
-    lines += ["", f"Synthetic training crops: {t.get('synthetic_incorrect_mask', 0)} incorrect_mask (mask drawn below "
-              f"the nose), {t.get('synthetic_hand_over_mouth', 0)} without_mask (hand over mouth). Training took "
-              f"{t['seconds']:.0f} s, export {export_seconds:.0f} s.",
+        lines.append(f"| {source} | {s['with_vs_without_balanced_accuracy']:.2%} | "
+                     f"{s['masked_vs_not_balanced_accuracy']:.2%} | {s['false_grants']} of {s['negatives']} | {n} |")
+    holdouts = metadata["metrics"]["leave_one_source_out"]
+    if holdouts:
+        lines += ["", "Leave one source out (float model trained without the source, tested on all of its faces; "
+                  "threshold from the remaining validation split):", "",
+                  "| unseen source | with vs without, balanced | correctly masked vs not, balanced | "
+                  "incorrect_mask recall | false grants | faces |", "|---|---|---|---|---|---|"]
+        for source, h in holdouts.items():
+            r = h["float"]
+            lines.append(f"| {source} | {r['with_vs_without_balanced_accuracy']:.2%} | "
+                         f"{r['masked_vs_not_balanced_accuracy']:.2%} | "
+                         f"{r['per_class']['incorrect_mask']['recall']:.2%} | "
+                         f"{r['false_grants']} of {r['negatives']} | {h['crops']} |")
+    lines += ["", f"Synthetic training crops (training split only): {t.get('synthetic_incorrect_mask', 0)} "
+              f"incorrect_mask and {t.get('synthetic_with_mask', 0)} with_mask (one real mask cut from a with_mask "
+              f"photo put on a without_mask face, below the nose and over it), "
+              f"{t.get('synthetic_hand_over_mouth', 0)} without_mask (hand over mouth).",
+              "", f"Wall time: prepare {prov['prepare_seconds']:.0f} s, train {t['seconds']:.0f} s, "
+              f"export {prov['export_seconds']:.0f} s.",
               "", "![confusion](confusion.png) ![curves](curves.png)", ""]
     return "\n".join(lines)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskgate.classifier import LABELS
+from maskgate.vision.classifier import LABELS
 
 from .dataset import Split
 from .errors import DataError

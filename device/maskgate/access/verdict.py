@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .pipeline import FaceResult
+from ..vision.core import FaceResult
 
 Policy = Literal["nearest", "all"]
 

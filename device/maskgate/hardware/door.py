@@ -5,8 +5,8 @@ Fail-secure: the relay is off at start and after ``lock()``/``close()``, whateve
 
 from __future__ import annotations
 
-from .config import GpioConfig, PinConfig
-from .decider import Decision
+from ..config import GpioConfig, PinConfig
+from ..access.decider import Decision
 
 
 class Door:

@@ -16,9 +16,9 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from .config import CameraConfig
-from .errors import MaskgateError
-from .frames import list_images, read_image
+from ..config import CameraConfig
+from ..errors import MaskgateError
+from ..vision.frames import list_images, read_image
 
 log = logging.getLogger(__name__)
 

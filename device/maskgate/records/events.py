@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import MaskgateError
+from ..errors import MaskgateError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (

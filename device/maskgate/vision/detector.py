@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import ModelError
+from ..errors import ModelError
 from .frames import as_bgr
 from .litert import load_interpreter
 

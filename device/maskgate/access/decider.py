@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .config import DecisionConfig
-from .pipeline import FrameResult
+from ..config import DecisionConfig
+from ..vision.core import FrameResult
 from .verdict import Verdict, judge_frame
 
 State = Literal["idle", "checking", "granted", "denied", "cooldown"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .errors import MaskgateError
+from ..errors import MaskgateError
 
 FRAME_WIDTH, FRAME_HEIGHT = 640, 480
 

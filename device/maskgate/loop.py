@@ -6,12 +6,12 @@ import logging
 import time
 from typing import Callable
 
-from .decider import Decider, Decision
-from .door import Door
+from .access.decider import Decider, Decision
+from .hardware.door import Door
 from .errors import FrameError, MaskgateError
-from .events import Event, EventLog
-from .notify import Notifier
-from .pipeline import FrameResult, InferenceCore
+from .records.events import Event, EventLog
+from .hardware.notify import Notifier
+from .vision.core import FrameResult, InferenceCore
 from .sources import EndOfStream, SourceError
 
 log = logging.getLogger(__name__)

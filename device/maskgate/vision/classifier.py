@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .crop import Normalisation, normalise
-from .errors import ModelError
+from ..errors import ModelError
 from .litert import load_interpreter
 
 LABELS = ("with_mask", "without_mask", "incorrect_mask")

@@ -1,0 +1,1 @@
+"""Access: who may enter — the per-frame verdict, the decider over time, the door controller's rules."""

@@ -1,0 +1,1 @@
+"""Hardware: GPIO door outputs, door inputs, systemd notification — all injected, all mockable."""

@@ -1,0 +1,1 @@
+"""Records: the decision and door event log (SQLite) and snapshots."""
