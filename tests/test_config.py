@@ -44,6 +44,9 @@ def write(tmp_path, text):
         ("decision:\n  frames_to_decide: many\n", "decision.frames_to_decide: Input should be a valid integer"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("camera: [\n", "not valid YAML at line 2"),
+        ("camera:\n  backend: replay\n", "camera: backend replay needs replay_path"),
+        ("gpio:\n  buzzer: {pin: 27}\n", "pin 27 is used twice: gpio.green_led and gpio.buzzer"),
+        ("gpio:\n  amber_led: {pin: GPIO17}\n", "pin 17 is used twice: gpio.relay and gpio.amber_led"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, text, message):
@@ -89,3 +92,28 @@ def test_check_config_cli_exit_codes(tmp_path):
         done = subprocess.run([sys.executable, "-m", "maskgate.cli", "check-config", str(path)],
                               capture_output=True, text=True)
         assert done.returncode == code and "Traceback" not in done.stderr
+
+
+def check_config(*args):
+    return subprocess.run([sys.executable, "-m", "maskgate", "check-config", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("camera:\n  backend: replay\n", "camera: backend replay needs replay_path"),
+    ("camera:\n  backend: replay\n  replay_path: /nonexistent/clip.mp4\n", "replay source not found"),
+    ("classifier:\n  model_dir: /nonexistent/bundle\n", "model metadata not found"),
+    ("detector:\n  model_path: /nonexistent/face.tflite\n", "detector.model_path: /nonexistent/face.tflite"),
+])
+def test_check_config_rejects_what_the_daemon_would_reject_at_start(tmp_path, text, message):
+    path = write(tmp_path, text)
+    checked = check_config(path)
+    assert checked.returncode == 2 and message in checked.stderr and checked.stderr.count("\n") == 1
+    started = subprocess.run([sys.executable, "-m", "maskgate", "run", "--config", str(path)],
+                             capture_output=True, text=True, timeout=60)
+    assert started.returncode == 2 and started.stderr == checked.stderr
+
+
+def test_check_config_accepts_the_shipped_configs():
+    for name in ("maskgate.yaml", "demo.yaml"):
+        assert check_config(CONFIG_DIR / name).returncode == 0

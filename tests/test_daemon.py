@@ -1,5 +1,5 @@
-"""The door loop end to end: real detector, a real (tiny) TFLite classifier, mock GPIO pins,
-replayed real-face frames on an injected timeline."""
+"""The daemon end to end: the App as `maskgate run` builds it — real detector, a real (tiny) TFLite
+classifier, mock GPIO pins, replayed real-face frames, the bus, the controller, the event log."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import cv2
@@ -17,20 +18,19 @@ import pytest
 import yaml
 from gpiozero.pins.mock import MockFactory
 
-from maskgate.vision.classifier import MaskClassifier
-from maskgate.config import DecisionConfig, GpioConfig, PinConfig
-from maskgate.loop import Daemon
-from maskgate.access.decider import Decider
-from maskgate.hardware.door import build_door
+from maskgate.access.controller import Release
+from maskgate.app import App
+from maskgate.config import Config
+from maskgate.hardware.door import Door
+from maskgate.hardware.notify import Notifier
+from maskgate.messages import DoorChanged, FrameProcessed
 from maskgate.records.events import EventLog
-from maskgate.vision.core import InferenceCore
+from maskgate.sources import EndOfStream, Frame, ReplaySource, SourceError
 from maskgate.sources.scenes import door_scene
-from maskgate.sources import ReplaySource, SourceError
+from maskgate.vision.core import FrameResult, InferenceCore
+from maskgate.vision.classifier import MaskClassifier
 
 RELAY, GREEN, RED, BUZZER = 17, 27, 22, 24
-# The near faces are ~210 px tall; the far one is detected ~115 px tall (BlazeFace's box is loose that small).
-DECISION = DecisionConfig(frames_to_decide=3, unlock_seconds=1.0, denied_seconds=0.5, cooldown_seconds=0.5,
-                          min_face_px=150)
 
 
 @pytest.fixture(scope="module")
@@ -45,59 +45,76 @@ def scenes():
             "far": door_scene(face_height_px=60), "empty": np.full((480, 640, 3), 90, np.uint8)}
 
 
-class Rig:
-    """A daemon on mock pins whose relay level is recorded after every frame."""
+def make_config(tmp_path, **sections) -> Config:
+    # The near faces are ~210 px tall, the far one ~115 px: min_face_px 150 tells them apart.
+    base = {
+        "camera": {"backend": "scenes"},
+        "classifier": {"threshold": 0.5},
+        "decision": {"frames_to_decide": 3, "unlock_seconds": 1.0, "denied_seconds": 0.5, "cooldown_seconds": 0.5,
+                     "min_face_px": 150},
+        "gpio": {"buzzer": {"pin": BUZZER}},
+        "events": {"state_dir": str(tmp_path / "state")},
+    }
+    return Config.model_validate({**base, **sections})
 
-    def __init__(self, core, tmp_path, frames, *, decision=DECISION, threshold=0.5, open_source=None):
+
+def replay(frames):
+    def open_source():
+        source = ReplaySource(lambda: iter(frames), fps=10, paced=False)
+        source.open()
+        return source
+
+    return open_source
+
+
+class Rig:
+    """An App on mock pins that records every frame's decision and every door change, in order."""
+
+    def __init__(self, core, tmp_path, open_source, **config):
         self.factory = MockFactory()
-        self.door = build_door(GpioConfig(relay=PinConfig(pin=RELAY), green_led=PinConfig(pin=GREEN),
-                                          red_led=PinConfig(pin=RED), buzzer=PinConfig(pin=BUZZER)),
-                               pin_factory=self.factory)
-        self.events = EventLog(tmp_path)
-        self.timeline: list[tuple[str, bool]] = []
-        self.sleeps: list[float] = []
-        source = lambda: _opened(ReplaySource(lambda: iter(frames), fps=10, paced=False))  # noqa: E731
-        self.daemon = Daemon(core=core, decider=Decider(decision, threshold=threshold), door=self.door,
-                             events=self.events, open_source=open_source or source, sleep=self.sleeps.append,
-                             on_decision=lambda d, r, unlocked: self.timeline.append(
-                                 (d.state, self.factory.pin(RELAY).state == 1)))
+        self.app = App(make_config(tmp_path, **config), core=core, pin_factory=self.factory, open_source=open_source)
+        self.timeline: list = []
+        self.app.bus.subscribe((FrameProcessed, DoorChanged), self.timeline.append, name="test", maxlen=100_000)
 
     def run(self) -> int:
-        code = self.daemon.run()
-        self.door.close()
-        return code
+        return self.app.run()
 
-    def outcomes(self):
-        return [e.outcome for e in self.events.list()]
+    def relay_levels(self) -> list[int]:
+        return [state for _, state in self.factory.pin(RELAY).states]
 
+    def decisions(self) -> list[str]:
+        return [m.decision.state for m in self.timeline if isinstance(m, FrameProcessed)]
 
-def _opened(source):
-    source.open()
-    return source
+    def door_changes(self) -> list[tuple[bool, str]]:
+        return [(m.state.unlocked, m.state.reason) for m in self.timeline if isinstance(m, DoorChanged)]
+
+    def outcomes(self) -> list[str]:
+        return [e.outcome for e in EventLog(self.app.events.path.parent).list()]
 
 
 def test_masked_person_unlocks_after_n_frames_and_relocks_after_unlock_seconds(core, scenes, tmp_path):
-    rig = Rig(core, tmp_path, [scenes["masked"]] * 20)
+    rig = Rig(core, tmp_path, replay([scenes["masked"]] * 20))
     assert rig.run() == 0
-    relay = [on for _, on in rig.timeline]
-    assert relay[:2] == [False, False] and relay[2] is True  # third masked frame
-    assert relay[2:12] == [True] * 10  # 1.0 s at 10 fps
-    assert relay[12] is False  # relocked: cooldown
-    assert rig.factory.pin(RELAY).state == 0
-    assert rig.outcomes()[:2] == ["started", "granted"] and rig.outcomes()[-1] == "stopped"
+    decisions = rig.decisions()
+    assert decisions[:3] == ["checking", "checking", "granted"]
+    assert decisions[2:12] == ["granted"] * 10 and decisions[12] == "cooldown"  # 1.0 s at 10 fps
+    assert rig.door_changes()[:2] == [(True, "mask worn"), (False, "mask worn")]
+    assert rig.relay_levels()[-1] == 0 and 1 in rig.relay_levels()
+    outcomes = rig.outcomes()
+    assert outcomes[:4] == ["started", "camera_ok", "door", "granted"] and outcomes[-1] == "stopped"
 
 
 @pytest.mark.parametrize("scene", ["bare", "far", "empty"])
 def test_no_mask_far_face_or_nobody_never_unlocks(core, scenes, tmp_path, scene):
-    rig = Rig(core, tmp_path, [scenes[scene]] * 15)
+    rig = Rig(core, tmp_path, replay([scenes[scene]] * 15))
     assert rig.run() == 0
-    assert not any(on for _, on in rig.timeline)
-    assert not any(state for _, state in rig.factory.pin(RELAY).states)
+    assert 1 not in rig.relay_levels()
+    assert rig.door_changes() == [] or all(not unlocked for unlocked, _ in rig.door_changes())
     if scene == "bare":
         assert "denied" in rig.outcomes()
-        assert any(state for _, state in rig.factory.pin(RED).states)
+        assert 1 in [state for _, state in rig.factory.pin(RED).states]
     else:
-        assert {s for s, _ in rig.timeline} == {"idle"}
+        assert set(rig.decisions()) == {"idle"}
 
 
 class FlakyCamera:
@@ -117,11 +134,7 @@ class FlakyCamera:
         if self.reads == self.good + 1:
             raise SourceError("camera 0: no frame")
         if self.reads > len(self.frames):
-            from maskgate.sources import EndOfStream
-
             raise EndOfStream
-        from maskgate.sources import Frame
-
         return Frame(self.frames[self.reads - 1], self.reads * 0.1)
 
     def close(self):
@@ -130,24 +143,20 @@ class FlakyCamera:
 
 def test_camera_failure_relocks_and_reconnects(core, scenes, tmp_path):
     camera = FlakyCamera([scenes["masked"]] * 12, good=4)
-    rig = Rig(core, tmp_path, [], open_source=camera)
-    relay_at_failure = []
-    original = rig.daemon._camera_lost
-    rig.daemon._camera_lost = lambda exc, ok: (relay_at_failure.append(rig.factory.pin(RELAY).state), original(exc, ok))[1]
+    rig = Rig(core, tmp_path, camera)
     assert rig.run() == 0
-    assert rig.timeline[3][1] is True, "granted before the failure"
-    assert relay_at_failure and rig.factory.pin(RELAY).state == 0
-    assert camera.opens == 3 and rig.sleeps == [1.0], "reconnected with backoff"
-    assert rig.outcomes().count("camera_lost") == 1
+    assert rig.door_changes()[0] == (True, "mask worn"), "granted before the failure"
+    assert rig.door_changes()[1] == (False, "camera unavailable: camera 0: no frame")
+    assert camera.opens == 3, "reconnected after a failed reopen"
+    assert rig.outcomes().count("camera_lost") == 1 and "camera_ok" in rig.outcomes()
+    assert rig.relay_levels()[-1] == 0
 
 
 def test_an_exception_in_the_loop_locks_the_door_and_exits_non_zero(core, scenes, tmp_path):
     class BrokenAfterGrant:
         def __init__(self):
             self.calls = 0
-
-        def __getattr__(self, name):
-            return getattr(core, name)
+            self.classifier = core.classifier
 
         def process(self, image):
             self.calls += 1
@@ -155,34 +164,124 @@ def test_an_exception_in_the_loop_locks_the_door_and_exits_non_zero(core, scenes
                 raise RuntimeError("model crashed")
             return core.process(image)
 
-    rig = Rig(core, tmp_path, [scenes["masked"]] * 10)
-    rig.daemon.core = BrokenAfterGrant()
-    assert rig.run() == 1
-    assert rig.timeline[-1][1] is True, "the relay was open when it broke"
-    assert rig.factory.pin(RELAY).state == 0
-    assert rig.outcomes()[-2:] == ["error", "stopped"]
+    factory = MockFactory()
+    app = App(make_config(tmp_path), core=BrokenAfterGrant(), pin_factory=factory,
+              open_source=replay([scenes["masked"]] * 10))
+    assert app.run() == 1
+    assert [s for _, s in factory.pin(RELAY).states][-2:] == [1, 0], "the relay was open when it broke"
+    outcomes = [e.outcome for e in EventLog(tmp_path / "state").list()]
+    assert outcomes[-3:] == ["door", "error", "stopped"]  # locked first, then recorded
 
 
 def test_garbage_frames_are_survived_with_the_door_locked(core, scenes, tmp_path):
     rng = np.random.default_rng(3)
     garbage = [np.zeros((0, 0, 3), np.uint8), rng.random((480, 640, 3)), np.zeros((5, 5, 7), np.uint8),
                rng.integers(0, 255, (1, 1), dtype=np.uint8), rng.integers(0, 255, (480, 640, 4), dtype=np.uint8)]
-    camera = FlakyCamera([], good=0)
-    frames = iter(garbage + [scenes["bare"]] * 5)
-    from maskgate.sources import EndOfStream, Frame
-
-    def read():
-        try:
-            return Frame(next(frames), 0.0)
-        except StopIteration:
-            raise EndOfStream from None
-
-    camera.read = read
-    camera.opens = 2  # no failing reopen in this test
-    rig = Rig(core, tmp_path, [], open_source=camera)
+    rig = Rig(core, tmp_path, replay(garbage + [scenes["bare"]] * 5))
     assert rig.run() == 0
-    assert not any(state for _, state in rig.factory.pin(RELAY).states)
+    assert 1 not in rig.relay_levels()
     assert "camera_lost" in rig.outcomes()
+
+
+class BlockingCamera:
+    """Gives ``frames`` and then blocks in read() until released: a hung camera driver."""
+
+    def __init__(self, frames):
+        self.frames = list(frames)
+        self.release = threading.Event()
+        self.blocked = threading.Event()
+
+    def __call__(self):
+        return self
+
+    def read(self):
+        if self.frames:
+            return Frame(self.frames.pop(0), time.monotonic())
+        self.blocked.set()
+        self.release.wait()
+        raise EndOfStream
+
+    def close(self):
+        pass
+
+
+class RecordingNotifier(Notifier):
+    def __init__(self):
+        super().__init__("")
+        self.sent: list[tuple[float, str]] = []
+
+    def send(self, *fields):
+        self.sent.extend((time.monotonic(), f) for f in fields)
+
+
+def test_a_stalled_frame_loop_cannot_stop_the_controller_and_starves_the_watchdog(core, scenes, tmp_path, monkeypatch):
+    switched_by = []
+    original_show = Door.show
+
+    def show(self, display):
+        import inspect
+
+        switched_by.append(inspect.stack()[1].frame.f_globals["__name__"])
+        original_show(self, display)
+
+    monkeypatch.setattr(Door, "show", show)
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # ping every 0.1 s
+    camera = BlockingCamera([scenes["bare"]] * 3)
+    notifier = RecordingNotifier()
+    factory = MockFactory()
+    app = App(make_config(tmp_path, daemon={"stuck_seconds": 1.0}), core=core, pin_factory=factory,
+              open_source=camera, notifier=notifier)
+    runner = threading.Thread(target=app.run)
+    runner.start()
+    try:
+        assert camera.blocked.wait(30)
+        start = time.monotonic()
+        app.controller.request(Release(active=True))
+        while factory.pin(RELAY).state != 1 and time.monotonic() - start < 1:
+            time.sleep(0.001)
+        assert time.monotonic() - start < 0.1, "fire alarm obeyed within 100 ms with the loop stalled"
+        stalled_at = time.monotonic()
+        time.sleep(2.5)
+        pings = [t for t, f in notifier.sent if f == "WATCHDOG=1"]
+        assert any(t > stalled_at for t in pings), "fed while the loop was only briefly stalled"
+        assert pings[-1] < stalled_at + 1.3, "no longer fed once the loop was stuck longer than stuck_seconds"
+        assert app.problems() and app.problems()[0].startswith("frame loop silent")
+    finally:
+        app.stop()
+        camera.release.set()
+        runner.join(30)
+    assert factory.pin(RELAY).state == 0
+    assert set(switched_by) == {"maskgate.access.controller", "maskgate.hardware.door"}, switched_by
+
+
+class SteadyCore:
+    """2 ms a frame, no faces: the loop's rate is set by this, not by the machine's load."""
+
+    classifier = None
+
+    def process(self, image):
+        time.sleep(0.002)
+        return FrameResult(640, 480, (), 2.0, 0.0)
+
+
+def loop_fps(tmp_path, core_stub, scenes, *, slow_listener: bool) -> float:
+    tiny = MaskClassifier(None)
+    core_stub.classifier = tiny
+    app = App(make_config(tmp_path / str(slow_listener)), core=core_stub, pin_factory=MockFactory(),
+              open_source=replay([scenes["empty"]] * 100_000))
+    frames = []
+    app.bus.subscribe(FrameProcessed, lambda m: frames.append(m.time), name="count", maxlen=1_000_000)
+    if slow_listener:
+        app.bus.subscribe(FrameProcessed, lambda m: time.sleep(0.2), name="slow")
+    threading.Timer(2.0, app.stop).start()
+    app.run()
+    return len(frames) / 2.0
+
+
+def test_a_slow_listener_leaves_the_frame_rate_unchanged(tmp_path, scenes):
+    without = loop_fps(tmp_path, SteadyCore(), scenes, slow_listener=False)
+    with_slow = loop_fps(tmp_path, SteadyCore(), scenes, slow_listener=True)
+    assert with_slow >= 0.9 * without, (without, with_slow)
 
 
 @pytest.fixture
@@ -202,12 +301,17 @@ def daemon_config(tmp_path, scenes, tiny_bundles):
     return path
 
 
-def test_sigterm_stops_cleanly_with_the_door_locked_and_systemd_told(daemon_config, tmp_path):
-    notify_path = str(tmp_path / "notify.sock")
+def notify_socket(tmp_path) -> tuple[socket.socket, str]:
+    path = str(tmp_path / "notify.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    server.bind(notify_path)
+    server.bind(path)
+    return server, path
+
+
+def test_sigterm_stops_cleanly_with_the_door_locked_and_systemd_told(daemon_config, tmp_path):
+    server, notify_path = notify_socket(tmp_path)
     server.settimeout(60)
-    proc = subprocess.Popen([sys.executable, "-m", "maskgate.cli", "run", "--config", str(daemon_config)],
+    proc = subprocess.Popen([sys.executable, "-m", "maskgate", "run", "--config", str(daemon_config)],
                             env={**os.environ, "NOTIFY_SOCKET": notify_path},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -233,15 +337,42 @@ def test_sigterm_stops_cleanly_with_the_door_locked_and_systemd_told(daemon_conf
     except socket.timeout:
         pass
     assert "STOPPING=1" in rest
-    outcomes = [e.outcome for e in EventLog(state).list()]
-    assert "granted" in outcomes and outcomes[-1] == "stopped"
-    assert EventLog(state).list()[-1].reason.startswith("door locked")
+    events = EventLog(state).list()
+    assert "granted" in [e.outcome for e in events] and events[-1].outcome == "stopped"
+    assert events[-1].reason.startswith("door locked")
+
+
+@pytest.mark.slow
+def test_with_no_camera_systemd_hears_ready_and_a_steady_watchdog(tmp_path):
+    config = tmp_path / "maskgate.yaml"
+    config.write_text(yaml.safe_dump({"camera": {"backend": "opencv", "device": "/dev/video-none",
+                                                 "reconnect_max_seconds": 30},
+                                      "gpio": {"pin_factory": "mock"}, "events": {"state_dir": str(tmp_path)}}))
+    server, notify_path = notify_socket(tmp_path)
+    server.settimeout(10)
+    proc = subprocess.Popen([sys.executable, "-m", "maskgate", "run", "--config", str(config)],
+                            env={**os.environ, "NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "15000000"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    received: list[tuple[float, str]] = []
+    try:
+        start = time.monotonic()
+        while time.monotonic() - start < 60:
+            received.append((time.monotonic(), server.recv(4096).decode()))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert received[0][1].startswith("READY=1")
+    assert any("camera lost, door locked" in m for _, m in received)
+    pings = [t for t, m in received if "WATCHDOG=1" in m]
+    gaps = np.diff([start] + pings + [time.monotonic()])
+    assert len(pings) >= 15 and gaps.max() <= 7.5, gaps.max()
+    assert proc.returncode == 0
 
 
 def test_run_with_a_bad_config_is_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("gpio:\n  relay: {pin: [17]}\n")
-    done = subprocess.run([sys.executable, "-m", "maskgate.cli", "run", "--config", str(bad)],
+    done = subprocess.run([sys.executable, "-m", "maskgate", "run", "--config", str(bad)],
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.startswith(f"maskgate: {bad}: gpio.relay.pin")
     assert "Traceback" not in done.stderr
@@ -251,9 +382,9 @@ def test_events_json_after_a_run(daemon_config, tmp_path):
     config = yaml.safe_load(daemon_config.read_text())
     config["camera"]["replay_loop"] = False
     daemon_config.write_text(yaml.safe_dump(config))
-    assert subprocess.run([sys.executable, "-m", "maskgate.cli", "run", "--config", str(daemon_config)],
+    assert subprocess.run([sys.executable, "-m", "maskgate", "run", "--config", str(daemon_config)],
                           capture_output=True, timeout=60).returncode == 0
-    out = subprocess.run([sys.executable, "-m", "maskgate.cli", "events", "--config", str(daemon_config), "--json"],
+    out = subprocess.run([sys.executable, "-m", "maskgate", "events", "--config", str(daemon_config), "--json"],
                          capture_output=True, text=True).stdout
     events = [json.loads(line) for line in out.splitlines()]
-    assert [e["outcome"] for e in events] == ["started", "stopped"]  # one frame: no decision yet
+    assert [e["outcome"] for e in events] == ["started", "camera_ok", "stopped"]  # one frame: no decision yet

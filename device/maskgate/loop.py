@@ -1,57 +1,65 @@
-"""The door loop: source → core → decider → door + events. The door is locked whenever it exits."""
+"""The frame loop: source → core → decider → controller, one frame at a time; every frame on the bus.
+
+It owns no side effect but the vision claim on the door: logging, status, preview and telemetry are
+bus subscribers. A lost camera locks the door and is retried with backoff; the loop beats its
+heartbeat while it waits, so the supervisor can tell a camera outage from a stuck loop.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Callable
 
-from .access.decider import Decider, Decision
-from .hardware.door import Door
-from .errors import FrameError, MaskgateError
-from .records.events import Event, EventLog
-from .hardware.notify import Notifier
-from .vision.core import FrameResult, InferenceCore
+from .access.controller import DoorController
+from .access.decider import Decider
+from .bus import EventBus
+from .errors import FrameError
+from .messages import CameraChanged, FrameProcessed
 from .sources import EndOfStream, SourceError
+from .vision.core import InferenceCore
 
 log = logging.getLogger(__name__)
-STATUS_EVERY_SECONDS = 2.0
 
 
-class Daemon:
-    """Runs until stopped, a replay ends, or something breaks (then the exit code is 1)."""
+class Heartbeat:
+    """When a worker last showed it was alive (monotonic clock)."""
 
-    def __init__(self, *, core: InferenceCore, decider: Decider, door: Door, events: EventLog,
-                 open_source: Callable[[], object], notifier: Notifier | None = None,
-                 reconnect_max_seconds: float = 30.0, sleep: Callable[[float], None] = time.sleep,
-                 on_decision: Callable[[Decision, FrameResult, bool], None] | None = None):
-        self.core, self.decider, self.door, self.events = core, decider, door, events
-        self.open_source = open_source
-        self.notifier = notifier or Notifier("")
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.last = clock()
+
+    def beat(self) -> None:
+        self.last = self.clock()
+
+    def age(self) -> float:
+        return self.clock() - self.last
+
+
+class FrameLoop:
+    """Runs until ``stop`` is set or a replay ends; raises what it cannot handle (the app locks the door)."""
+
+    def __init__(self, *, open_source: Callable[[], object], core: InferenceCore, decider: Decider,
+                 controller: DoorController, bus: EventBus, stop: threading.Event, heartbeat: Heartbeat,
+                 reconnect_max_seconds: float = 30.0):
+        self.open_source, self.core, self.decider = open_source, core, decider
+        self.controller, self.bus, self.stop, self.heartbeat = controller, bus, stop, heartbeat
         self.reconnect_max_seconds = reconnect_max_seconds
-        self.sleep = sleep
-        self.on_decision = on_decision
-        self._stopping = False
+        self.fps = 0.0
 
-    def stop(self) -> None:
-        """Ask the loop to finish after the current frame (safe from a signal handler)."""
-        self._stopping = True
-
-    def run(self) -> int:
-        source = None
-        frames = 0
-        backoff = 1.0
-        camera_ok = True
-        last_status = time.monotonic()
-        self.events.record(Event(time.time(), "started", "daemon started"))
+    def run(self) -> None:
+        source, backoff, camera_ok = None, 1.0, None
+        last = time.monotonic()
         try:
-            while not self._stopping:
+            while not self.stop.is_set():
+                self.heartbeat.beat()
                 if source is None:
                     try:
                         source = self.open_source()
                     except SourceError as exc:
                         camera_ok = self._camera_lost(exc, camera_ok)
-                        self.sleep(backoff)
+                        self._wait(backoff)
                         backoff = min(backoff * 2, self.reconnect_max_seconds)
                         continue
                 try:
@@ -59,61 +67,41 @@ class Daemon:
                     result = self.core.process(frame.image)
                 except EndOfStream:
                     log.info("replay finished")
-                    break
-                except (SourceError, FrameError) as exc:
+                    return
+                except FrameError as exc:  # one unusable frame: locked, same source
+                    camera_ok = self._camera_lost(exc, camera_ok)
+                    continue
+                except SourceError as exc:
                     camera_ok = self._camera_lost(exc, camera_ok)
                     source.close()
                     source = None
                     continue
                 if not camera_ok:
-                    log.info("camera back")
+                    if camera_ok is False:
+                        log.info("camera back")
+                    self.bus.publish(CameraChanged(True, "camera ok", time.time()))
                     camera_ok, backoff = True, 1.0
                 decision = self.decider.update(result, frame.time)
-                self.door.apply(decision)
-                if decision.outcome:
-                    self.events.record(_event(decision, result), frame=frame.image)
-                frames += 1
-                if frames == 1:
-                    self.notifier.ready("first frame processed")
-                self.notifier.watchdog()
-                if self.on_decision:
-                    self.on_decision(decision, result, self.door.unlocked)
+                self.controller.vision(decision)
                 now = time.monotonic()
-                if now - last_status >= STATUS_EVERY_SECONDS:
-                    self.notifier.status(f"{decision.state}: {decision.reason}; "
-                                         f"{result.detect_ms + result.classify_ms:.1f} ms/frame")
-                    last_status = now
-            return 0
-        except MaskgateError as exc:  # a problem for people (missing package, bad replay path): no traceback
-            self.door.lock()
-            log.error("%s; door locked", exc)
-            self.events.record(Event(time.time(), "error", str(exc)))
-            return 1
-        except Exception as exc:
-            self.door.lock()
-            log.exception("door loop failed; door locked")
-            self.events.record(Event(time.time(), "error", f"{type(exc).__name__}: {exc}"))
-            return 1
+                self.fps = 0.9 * self.fps + 0.1 / max(now - last, 1e-6) if self.fps else 1.0 / max(now - last, 1e-6)
+                last = now
+                self.bus.publish(FrameProcessed(frame, result, decision, self.fps, time.time()))
         finally:
-            self.door.lock()
-            self.notifier.stopping()
             if source is not None:
                 source.close()
-            self.events.record(Event(time.time(), "stopped", "door locked, daemon stopped"))
 
-    def _camera_lost(self, exc: Exception, camera_ok: bool) -> bool:
-        self.door.lock()
+    def _camera_lost(self, exc: Exception, camera_ok: bool | None) -> bool:
+        self.controller.camera_lost(f"camera unavailable: {exc}")
         self.decider.reset()
-        self.notifier.watchdog()  # the loop itself is alive; the door is locked
-        self.notifier.status(f"camera lost, door locked, reconnecting: {exc}")
-        if camera_ok:
+        if camera_ok is not False:
             log.warning("camera lost, door locked: %s", exc)
-            self.events.record(Event(time.time(), "camera_lost", str(exc)))
+            self.bus.publish(CameraChanged(False, str(exc), time.time()))
         return False
 
-
-def _event(decision: Decision, result: FrameResult) -> Event:
-    faces = tuple({"label": fr.prediction.label, "confidence": round(fr.prediction.confidence, 4),
-                   "box": [round(v) for v in fr.face.box]} for fr in result.faces)
-    return Event(time.time(), decision.outcome, decision.reason, len(result.faces), faces,
-                 round(result.detect_ms + result.classify_ms, 2))
+    def _wait(self, seconds: float) -> None:
+        """Sleep for a reconnect, beating the heartbeat at least every second."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.stop.wait(min(left, 1.0))
+            self.heartbeat.beat()

@@ -11,7 +11,7 @@ from typing import Literal
 
 from ..config import DecisionConfig
 from ..vision.core import FrameResult
-from .verdict import Verdict, judge_frame
+from .verdict import Rule, Verdict
 
 State = Literal["idle", "checking", "granted", "denied", "cooldown"]
 
@@ -23,6 +23,7 @@ class Decision:
     state: State
     reason: str
     outcome: Literal["granted", "denied"] | None = None
+    seconds_left: float = 0.0  # in granted/denied/cooldown: until the state ends
 
     @property
     def unlocked(self) -> bool:
@@ -32,9 +33,9 @@ class Decision:
 class Decider:
     """Grants after ``frames_to_decide`` consecutive masked frames, denies after as many unmasked ones."""
 
-    def __init__(self, config: DecisionConfig, *, threshold: float):
+    def __init__(self, config: DecisionConfig, *, rule: Rule):
         self.config = config
-        self.threshold = threshold
+        self.rule = rule
         self.state: State = "idle"
         self._until = 0.0
         self._streak_outcome: str | None = None
@@ -42,18 +43,16 @@ class Decider:
         self._reason = ""
 
     def update(self, result: FrameResult, now: float) -> Decision:
-        verdict = judge_frame(result.faces, threshold=self.threshold, policy=self.config.policy,
-                              min_face_px=self.config.min_face_px)
-        return self.update_verdict(verdict, now)
+        return self.update_verdict(self.rule.judge(result.faces), now)
 
     def update_verdict(self, verdict: Verdict, now: float) -> Decision:
         if self.state == "granted":
             if now < self._until:
-                return Decision("granted", self._reason)
+                return Decision("granted", self._reason, seconds_left=self._until - now)
             self._enter("cooldown", now + self.config.cooldown_seconds)
         if self.state in ("denied", "cooldown"):
             if now < self._until:
-                return Decision(self.state, self._reason)
+                return Decision(self.state, self._reason, seconds_left=self._until - now)
             self._enter("idle", now)
         return self._check(verdict, now)
 
@@ -73,7 +72,7 @@ class Decider:
             self._enter("granted", now + self.config.unlock_seconds)
         else:
             self._enter("denied", now + self.config.denied_seconds)
-        return Decision(self.state, verdict.reason, outcome=verdict.outcome)
+        return Decision(self.state, verdict.reason, outcome=verdict.outcome, seconds_left=self._until - now)
 
     def reset(self) -> None:
         """Forget everything (camera lost, door relocked)."""

@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ..vision.core import FaceResult
 
+if TYPE_CHECKING:
+    from ..config import DecisionConfig
+
 Policy = Literal["nearest", "all"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The one decision rule: the door, ``maskgate classify`` and the classify API all judge with it."""
+
+    threshold: float
+    policy: Policy = "nearest"
+    min_face_px: float = 0.0
+
+    @classmethod
+    def from_config(cls, decision: "DecisionConfig", *, threshold_override: float | None,
+                    bundle_threshold: float) -> "Rule":
+        return cls(threshold=threshold_override or bundle_threshold, policy=decision.policy,
+                   min_face_px=decision.min_face_px)
+
+    def judge(self, faces) -> "Verdict":
+        return judge_frame(faces, threshold=self.threshold, policy=self.policy, min_face_px=self.min_face_px)
 
 
 @dataclass(frozen=True)

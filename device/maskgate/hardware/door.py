@@ -1,48 +1,78 @@
-"""The door: a relay plus optional LEDs and buzzer, built from gpiozero devices it is given.
+"""The door's outputs: a relay plus optional LEDs and buzzer, built from gpiozero devices it is given.
 
-Fail-secure: the relay is off at start and after ``lock()``/``close()``, whatever else happens.
+Every display state the controller can ask for sets **every** output (``OUTPUTS``), so nothing is
+left over from the state before. Fail-secure: the relay is off at start and after ``close()``.
+Only ``DoorController`` calls ``show``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from ..access.controller import Display
 from ..config import GpioConfig, PinConfig
-from ..access.decider import Decision
+
+Light = Literal["off", "on", "blink"]
+Sound = Literal["off", "once", "three", "alarm"]
+
+
+@dataclass(frozen=True)
+class Outputs:
+    relay: bool  # on = lock released
+    green: Light
+    red: Light
+    amber: Light
+    buzzer: Sound  # once/three: on entering the state; alarm: until the state ends
+
+
+OUTPUTS: dict[Display, Outputs] = {
+    "idle": Outputs(relay=False, green="off", red="off", amber="off", buzzer="off"),
+    "checking": Outputs(relay=False, green="off", red="off", amber="on", buzzer="off"),
+    "granted": Outputs(relay=True, green="on", red="off", amber="off", buzzer="once"),
+    "cooldown": Outputs(relay=False, green="off", red="off", amber="off", buzzer="off"),
+    "denied": Outputs(relay=False, green="off", red="on", amber="off", buzzer="three"),
+    "camera_lost": Outputs(relay=False, green="off", red="blink", amber="off", buzzer="off"),
+    "emergency": Outputs(relay=True, green="blink", red="blink", amber="off", buzzer="alarm"),
+    "override_unlocked": Outputs(relay=True, green="on", red="off", amber="on", buzzer="off"),
+    "override_locked": Outputs(relay=False, green="off", red="on", amber="on", buzzer="off"),
+    "forced_open": Outputs(relay=False, green="off", red="blink", amber="off", buzzer="alarm"),
+    "held_open": Outputs(relay=False, green="off", red="blink", amber="blink", buzzer="alarm"),
+}
+assert set(OUTPUTS) == set(get_args(Display)), "every display state needs its outputs"
 
 
 class Door:
-    """Shows a Decision on the hardware; ``relay`` on means the lock is released."""
+    """Relay, LEDs and buzzer showing one display state at a time."""
 
     def __init__(self, *, relay, green=None, red=None, amber=None, buzzer=None):
         self.relay, self.green, self.red, self.amber, self.buzzer = relay, green, red, amber, buzzer
+        self.display: Display | None = None
         self._closed = False
-        self.lock()
+        self.show("idle")
 
     @property
     def unlocked(self) -> bool:
         return bool(self.relay is not None and self.relay.value)
 
-    def apply(self, decision: Decision) -> None:
-        self._set(self.relay, decision.unlocked)
-        self._set(self.green, decision.state == "granted")
-        self._set(self.red, decision.state == "denied")
-        self._set(self.amber, decision.state == "checking")
-        if decision.outcome == "granted" and self.buzzer is not None:
-            self.buzzer.beep(on_time=0.15, off_time=0.1, n=1, background=True)
-        elif decision.outcome == "denied" and self.buzzer is not None:
-            self.buzzer.beep(on_time=0.1, off_time=0.1, n=3, background=True)
-
-    def lock(self) -> None:
-        """Relay off first, then everything else off."""
-        self._set(self.relay, False)
-        for device in (self.green, self.amber):
-            self._set(device, False)
-        if self.buzzer is not None:
-            self.buzzer.off()
-
-    def close(self) -> None:
+    def show(self, display: Display) -> None:
+        """Relay first (locking never waits for an LED), then lights and sound."""
         if self._closed:
             return
-        self.lock()
+        outputs = OUTPUTS[display]
+        if self.relay is not None:
+            self.relay.on() if outputs.relay else self.relay.off()
+        for device, light in ((self.green, outputs.green), (self.red, outputs.red), (self.amber, outputs.amber)):
+            _light(device, light)
+        if self.buzzer is not None and display != self.display:
+            _sound(self.buzzer, outputs.buzzer)
+        self.display = display
+
+    def close(self) -> None:
+        """Lock, everything off, release the pins."""
+        if self._closed:
+            return
+        self.show("idle")
         self._closed = True
         for device in (self.buzzer, self.amber, self.red, self.green, self.relay):
             if device is not None:
@@ -54,20 +84,34 @@ class Door:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @staticmethod
-    def _set(device, on: bool) -> None:
-        if device is not None:
-            device.on() if on else device.off()
+
+def _light(device, light: Light) -> None:
+    if device is None:
+        return
+    if light == "blink":
+        device.blink(on_time=0.25, off_time=0.25, background=True)
+    elif light == "on":
+        device.on()
+    else:
+        device.off()
+
+
+def _sound(buzzer, sound: Sound) -> None:
+    if sound == "once":
+        buzzer.beep(on_time=0.15, off_time=0.1, n=1, background=True)
+    elif sound == "three":
+        buzzer.beep(on_time=0.1, off_time=0.1, n=3, background=True)
+    elif sound == "alarm":
+        buzzer.beep(on_time=0.5, off_time=0.5, background=True)
+    else:
+        buzzer.off()
 
 
 def build_door(config: GpioConfig, *, pin_factory=None) -> Door:
     """Door from config; ``pin_factory`` overrides the configured one (tests pass a MockFactory)."""
     from gpiozero import LED, Buzzer, OutputDevice
 
-    if pin_factory is None and config.pin_factory == "mock":
-        from gpiozero.pins.mock import MockFactory
-
-        pin_factory = MockFactory()
+    pin_factory = pin_factory or config.make_pin_factory()
 
     def make(cls, pin: PinConfig | None, **kwargs):
         if pin is None:

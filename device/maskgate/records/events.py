@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,42 +23,53 @@ CREATE TABLE IF NOT EXISTS events (
     face_count INTEGER NOT NULL,
     faces TEXT NOT NULL,
     latency_ms REAL NOT NULL,
-    snapshot TEXT
+    snapshot TEXT,
+    source TEXT NOT NULL DEFAULT '',
+    until REAL
 )
 """
+ADDED_COLUMNS = {"source": "TEXT NOT NULL DEFAULT ''", "until": "REAL"}  # logs from older versions gain these
+LOG_FILE = "events.sqlite3"
 
 
 @dataclass(frozen=True)
 class Event:
     time: float
-    outcome: str  # granted | denied | camera_lost | error | started | stopped
+    outcome: str  # granted | denied | door | camera_lost | camera_ok | input | started | stopped | error
     reason: str
     face_count: int = 0
     faces: tuple[dict, ...] = ()  # [{"label", "confidence", "box"}]
     latency_ms: float = 0.0
     snapshot: str | None = None
+    source: str = ""  # who or what asked: vision, rex, fire_alarm, operator:alice, mqtt, …
+    until: float | None = None  # wall-clock end of a timed door change
     id: int | None = None
 
     def as_dict(self) -> dict:
         return {"id": self.id, "time": self.time, "outcome": self.outcome, "reason": self.reason,
                 "face_count": self.face_count, "faces": list(self.faces), "latency_ms": self.latency_ms,
-                "snapshot": self.snapshot}
+                "snapshot": self.snapshot, "source": self.source, "until": self.until}
 
 
 class EventLog:
     """Append-only decision log; every ``record`` is committed before it returns."""
 
     def __init__(self, state_dir: Path, *, snapshot_denied: bool = False, snapshot_retention_days: float = 7.0):
-        self.path = Path(state_dir) / "events.sqlite3"
+        self.path = Path(state_dir) / LOG_FILE
         self.snapshot_dir = Path(state_dir) / "snapshots"
         self.snapshot_denied = snapshot_denied
         self.retention_seconds = snapshot_retention_days * 86400
+        self._lock = threading.Lock()  # the recorder writes from its thread, the web server reads from its own
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+            for column, kind in ADDED_COLUMNS.items():
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE events ADD COLUMN {column} {kind}")
         except (OSError, sqlite3.Error) as exc:
             raise MaskgateError(f"{self.path}: cannot open event log ({exc})") from None
 
@@ -65,15 +77,17 @@ class EventLog:
         snapshot = None
         if self.snapshot_denied and event.outcome == "denied" and frame is not None:
             snapshot = self._save_snapshot(frame, event.time)
-        cursor = self._db.execute(
-            "INSERT INTO events (time, outcome, reason, face_count, faces, latency_ms, snapshot) VALUES (?,?,?,?,?,?,?)",
-            (event.time, event.outcome, event.reason, event.face_count, json.dumps(list(event.faces)),
-             event.latency_ms, snapshot),
-        )
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO events (time, outcome, reason, face_count, faces, latency_ms, snapshot, source, until)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (event.time, event.outcome, event.reason, event.face_count, json.dumps(list(event.faces)),
+                 event.latency_ms, snapshot, event.source, event.until),
+            )
         return Event(**{**event.__dict__, "snapshot": snapshot, "id": cursor.lastrowid})
 
     def list(self, *, since: float | None = None, limit: int | None = None) -> list[Event]:
-        query = "SELECT id, time, outcome, reason, face_count, faces, latency_ms, snapshot FROM events"
+        query = "SELECT id, time, outcome, reason, face_count, faces, latency_ms, snapshot, source, until FROM events"
         args: list = []
         if since is not None:
             query += " WHERE time >= ?"
@@ -82,9 +96,10 @@ class EventLog:
         if limit:
             query += " LIMIT ?"
             args.append(int(limit))
-        rows = self._db.execute(query, args).fetchall()[::-1]
+        with self._lock:
+            rows = self._db.execute(query, args).fetchall()[::-1]
         return [Event(time=t, outcome=o, reason=r, face_count=n, faces=tuple(json.loads(f)), latency_ms=ms,
-                      snapshot=s, id=i) for i, t, o, r, n, f, ms, s in rows]
+                      snapshot=snap, source=src, until=until, id=i) for i, t, o, r, n, f, ms, snap, src, until in rows]
 
     def _save_snapshot(self, frame: np.ndarray, when: float) -> str:
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)
@@ -97,11 +112,12 @@ class EventLog:
         return path.name
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
 
 def open_existing(state_dir: Path) -> EventLog:
-    path = Path(state_dir) / "events.sqlite3"
+    path = Path(state_dir) / LOG_FILE
     if not path.is_file():
         raise MaskgateError(f"{path}: no event log yet (has the daemon run with this state directory?)")
     return EventLog(state_dir)

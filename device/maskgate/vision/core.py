@@ -32,6 +32,17 @@ class FrameResult:
     classify_ms: float
 
 
+def face_json(result: FaceResult) -> dict:
+    """One face as JSON: the form ``classify --json``, the event log, the web status and the API share."""
+    return {
+        "box": [round(v, 1) for v in result.face.box],
+        "score": round(result.face.score, 4),
+        "label": result.prediction.label,
+        "confidence": round(result.prediction.confidence, 4),
+        "probs": {k: round(v, 4) for k, v in result.prediction.probs.items()},
+    }
+
+
 class InferenceCore:
     """Detector + classifier, wired with the crop the model bundle was trained on."""
 

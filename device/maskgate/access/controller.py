@@ -1,0 +1,226 @@
+"""The door controller: the only code that switches the lock, by explicit priority.
+
+    fire alarm  >  manual lock  >  request-to-exit / manual unlock  >  vision
+
+Every party states a claim on its own layer ("unlocked for 5 s", "locked until withdrawn"); the
+winner is the highest-priority claim that has not expired (``resolve``, a pure function of the
+claims and the time). The controller shows the winner on the Door and publishes ``DoorChanged``
+whenever the lock or whoever holds it changes. Requests come from any thread (gpiozero callbacks,
+the control socket, MQTT, the web server) and never wait for the frame loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Literal, Mapping
+
+from ..messages import DoorChanged
+from .decider import Decision
+
+log = logging.getLogger(__name__)
+
+Layer = Literal["fire_alarm", "manual_lock", "request_to_exit", "manual_unlock", "vision"]
+PRIORITY: tuple[Layer, ...] = ("fire_alarm", "manual_lock", "request_to_exit", "manual_unlock", "vision")
+
+# What the door shows (hardware.door.OUTPUTS maps each to relay, LEDs and buzzer).
+Display = Literal["idle", "checking", "granted", "denied", "cooldown", "camera_lost", "emergency",
+                  "override_unlocked", "override_locked", "forced_open", "held_open"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One layer's wish: unlock or not, what to show, why, who asked, until when (controller clock)."""
+
+    unlock: bool
+    display: Display
+    reason: str
+    who: str = ""
+    until: float | None = None
+
+
+@dataclass(frozen=True)
+class DoorState:
+    """The resolved door: the winning layer's claim."""
+
+    unlocked: bool
+    display: Display
+    layer: Layer
+    reason: str
+    who: str = ""
+    until: float | None = None
+
+    def holder(self) -> tuple:
+        """What a change of door state is: the lock, and who holds it (vision's own states don't count)."""
+        if self.layer == "vision":
+            return self.unlocked, self.layer
+        return self.unlocked, self.layer, self.who, self.reason, self.until
+
+    def as_dict(self, now: float) -> dict:
+        return {"door": "unlocked" if self.unlocked else "locked", "display": self.display, "layer": self.layer,
+                "reason": self.reason, "who": self.who,
+                "seconds_left": None if self.until is None else round(max(0.0, self.until - now), 1)}
+
+
+LOCKED = DoorState(False, "idle", "vision", "nobody at the door")
+
+
+def resolve(claims: Mapping[Layer, Claim], now: float) -> DoorState:
+    """The highest-priority claim still in force; locked when there is none."""
+    for layer in PRIORITY:
+        claim = claims.get(layer)
+        if claim is not None and (claim.until is None or now < claim.until):
+            return DoorState(claim.unlock, claim.display, layer, claim.reason, claim.who, claim.until)
+    return LOCKED
+
+
+# Requests: what inputs, operators and remote systems may ask for.
+@dataclass(frozen=True)
+class Release:
+    """Fire alarm: release the door (``active``) or end the release."""
+
+    active: bool
+    reason: str = "fire alarm"
+    who: str = "fire_alarm"
+
+
+@dataclass(frozen=True)
+class Unlock:
+    """Unlock for ``seconds`` (None: until ``Auto``); request-to-exit or an operator/remote unlock."""
+
+    who: str
+    reason: str
+    seconds: float | None = None
+    layer: Literal["request_to_exit", "manual_unlock"] = "manual_unlock"
+
+
+@dataclass(frozen=True)
+class Lock:
+    """Keep the door locked for ``seconds`` (None: until ``Auto``), whatever vision says."""
+
+    who: str
+    reason: str
+    seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Auto:
+    """End the operator's override: vision (and the inputs) decide again."""
+
+    who: str
+    reason: str = "back to automatic"
+
+
+Request = Release | Unlock | Lock | Auto
+
+
+class DoorController:
+    """Owns the door. Thread-safe; ``clock`` is injected (tests drive time by hand with ``tick``)."""
+
+    def __init__(self, door, *, bus=None, clock: Callable[[], float] = time.monotonic):
+        self.door, self.bus, self.clock = door, bus, clock
+        self._claims: dict[Layer, Claim] = {}
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._state = LOCKED
+        self._timer: threading.Thread | None = None
+        self._closed = False
+        self.door.show(LOCKED.display)
+
+    @property
+    def state(self) -> DoorState:
+        with self._lock:
+            return self._state
+
+    def claims(self) -> dict[Layer, Claim]:
+        with self._lock:
+            now = self.clock()
+            return {k: c for k, c in self._claims.items() if c.until is None or now < c.until}
+
+    def vision(self, decision: Decision) -> DoorState:
+        """The frame loop's decision; a grant carries its own end, so a stalled loop cannot hold the door open."""
+        now = self.clock()
+        until = now + decision.seconds_left if decision.unlocked else None
+        return self._set("vision", Claim(decision.unlocked, decision.state, decision.reason, "vision", until), now)
+
+    def camera_lost(self, reason: str) -> DoorState:
+        return self._set("vision", Claim(False, "camera_lost", reason, "vision"), self.clock())
+
+    def request(self, request: Request) -> DoorState:
+        now = self.clock()
+        if isinstance(request, Release):
+            claim = Claim(True, "emergency", request.reason, request.who) if request.active else None
+            return self._set("fire_alarm", claim, now)
+        if isinstance(request, Auto):
+            with self._lock:
+                self._claims.pop("manual_lock", None)
+                self._claims.pop("manual_unlock", None)
+                return self._apply(now, who=request.who, reason=request.reason)
+        until = None if request.seconds is None else now + request.seconds
+        with self._lock:
+            if isinstance(request, Lock):
+                self._claims.pop("manual_unlock", None)
+                return self._set("manual_lock", Claim(False, "override_locked", request.reason, request.who, until), now)
+            if request.layer == "manual_unlock":
+                self._claims.pop("manual_lock", None)
+            return self._set(request.layer, Claim(True, "override_unlocked", request.reason, request.who, until), now)
+
+    def tick(self) -> DoorState:
+        """Let expired claims go (the timer thread does this on its own; tests call it)."""
+        with self._lock:
+            return self._apply(self.clock())
+
+    def start(self) -> None:
+        """Run the expiry timer in a thread of its own."""
+        self._timer = threading.Thread(target=self._run_timer, name="door-controller", daemon=True)
+        self._timer.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._timer is None or self._timer.is_alive()
+
+    def close(self, reason: str = "daemon stopped") -> None:
+        """Drop every claim and lock the door."""
+        with self._lock:
+            self._claims.clear()
+            self._closed = True
+            self._apply(self.clock(), reason=reason)
+            self._wake.notify_all()
+        if self._timer is not None:
+            self._timer.join(timeout=1.0)
+
+    def _set(self, layer: Layer, claim: Claim | None, now: float) -> DoorState:
+        with self._lock:
+            if self._closed:
+                return self._state
+            if claim is None:
+                self._claims.pop(layer, None)
+            else:
+                self._claims[layer] = claim
+            return self._apply(now)
+
+    def _apply(self, now: float, *, who: str = "", reason: str = "") -> DoorState:
+        previous, state = self._state, resolve(self._claims, now)
+        if state == LOCKED and (who or reason):
+            state = replace(state, who=who, reason=reason or state.reason)
+        if state.display != previous.display or state.unlocked != previous.unlocked:
+            self.door.show(state.display)
+        self._state = state
+        if state.holder() != previous.holder():
+            log.info("door %s by %s (%s)", "unlocked" if state.unlocked else "locked", state.who or state.layer,
+                     state.reason)
+            if self.bus is not None:
+                seconds_left = None if state.until is None else max(0.0, state.until - now)
+                self.bus.publish(DoorChanged(state, previous, time.time(), seconds_left))
+        self._wake.notify_all()
+        return state
+
+    def _run_timer(self) -> None:
+        with self._lock:
+            while not self._closed:
+                now = self.clock()
+                self._apply(now)
+                ends = [c.until for c in self._claims.values() if c.until is not None and c.until > now]
+                self._wake.wait(timeout=min([e - now for e in ends] + [1.0]))

@@ -1,0 +1,207 @@
+"""The composition root: builds the daemon from one Config, runs its threads, stops them cleanly.
+
+    FrameLoop thread:   source → core → decider → controller.vision ─► door (relay, LEDs, buzzer)
+                                                 └─► bus: FrameProcessed, CameraChanged
+    DoorController:     the only code that switches the relay; publishes DoorChanged
+    bus subscribers:    event log (Recorder), systemd status, and the services below
+    services:           built from SERVICES; each subscribes to the bus and/or sends requests to the
+                        controller (door inputs, control socket, web, MQTT), none touches the loop
+    supervisor:         the main thread; feeds systemd's watchdog only while every worker is alive
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Protocol
+
+from .access.controller import DoorController
+from .access.decider import Decider
+from .access.verdict import Rule
+from .bus import EventBus
+from .config import Config
+from .errors import MaskgateError
+from .hardware.door import build_door
+from .hardware.notify import Notifier, StatusReporter
+from .loop import FrameLoop, Heartbeat
+from .messages import Lifecycle
+from .records.events import EventLog
+from .records.recorder import Recorder
+from .sources import files_or_video, make_source
+from .vision.classifier import MaskClassifier, default_bundle_dir, read_metadata
+from .vision.core import InferenceCore
+from .vision.detector import FaceDetector, default_model_path
+
+log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    """Something attached to the daemon: started after the core is built, stopped before it closes."""
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def healthy(self) -> bool: ...
+
+
+# Each builder returns a Service, or None when its config section is off.
+SERVICES: list[Callable[["App"], Service | None]] = []
+
+
+def build_core(config: Config) -> InferenceCore:
+    return InferenceCore(
+        FaceDetector(config.detector.model_path, num_threads=config.detector.num_threads,
+                     score_threshold=config.detector.score_threshold),
+        MaskClassifier(config.classifier.model_dir, num_threads=config.classifier.num_threads),
+    )
+
+
+def decision_rule(config: Config, classifier: MaskClassifier) -> Rule:
+    return Rule.from_config(config.decision, threshold_override=config.classifier.threshold,
+                            bundle_threshold=classifier.threshold)
+
+
+def preflight(config: Config) -> None:
+    """What the daemon would refuse at start beyond the schema: model files, the replay source."""
+    read_metadata(config.classifier.model_dir or default_bundle_dir())
+    detector = config.detector.model_path or default_model_path()
+    if not Path(detector).is_file():
+        raise MaskgateError(f"detector.model_path: {detector}: no such file")
+    if config.camera.backend == "replay":
+        files_or_video(config.camera.replay_path)
+
+
+class App:
+    """The door daemon. Hardware and the camera are injectable, so the whole of it runs in tests."""
+
+    def __init__(self, config: Config, *, core: InferenceCore | None = None, pin_factory=None,
+                 open_source: Callable[[], object] | None = None, notifier: Notifier | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        preflight(config)
+        self._closed = False
+        self.config, self.clock = config, clock
+        self.bus = EventBus()
+        self.core = core or build_core(config)
+        self.decider = Decider(config.decision, rule=decision_rule(config, self.core.classifier))
+        self.pin_factory = pin_factory or config.gpio.make_pin_factory()
+        self.door = build_door(config.gpio, pin_factory=self.pin_factory)
+        self.controller = DoorController(self.door, bus=self.bus, clock=clock)
+        self.events = EventLog(config.events.resolved_state_dir(), snapshot_denied=config.events.snapshot_denied,
+                               snapshot_retention_days=config.events.snapshot_retention_days)
+        self.recorder = Recorder(self.events, self.bus)
+        self.notifier = notifier or Notifier()
+        self.status = StatusReporter(self.notifier, self.bus)
+        self.stop_event = threading.Event()
+        self.heartbeat = Heartbeat(clock)
+        self.loop = FrameLoop(open_source=open_source or (lambda: make_source(self.config.camera)), core=self.core,
+                              decider=self.decider, controller=self.controller, bus=self.bus, stop=self.stop_event,
+                              heartbeat=self.heartbeat, reconnect_max_seconds=config.camera.reconnect_max_seconds)
+        self.services: list[Service] = []
+        self.exit_code = 0
+        self._loop_thread = threading.Thread(target=self._run_loop, name="frame-loop", daemon=True)
+        try:
+            self.services = [s for build in SERVICES if (s := build(self)) is not None]
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self) -> int:
+        """Start everything, supervise until stopped or the loop ends, then lock and shut down."""
+        self.bus.publish(Lifecycle("started", "daemon started", time.time()))
+        self.controller.start()
+        try:
+            for service in self.services:
+                service.start()
+            self._loop_thread.start()
+            self.notifier.ready("daemon started; door locked")
+            self._supervise()
+        finally:
+            self.close()
+        return self.exit_code
+
+    def stop(self) -> None:
+        """Ask everything to finish (safe from a signal handler)."""
+        self.stop_event.set()
+
+    def problems(self) -> list[str]:
+        """Workers that are dead or stuck; empty when the watchdog may be fed."""
+        found = []
+        if self._loop_thread.is_alive() and self.heartbeat.age() > self.config.daemon.stuck_seconds:
+            found.append(f"frame loop silent for {self.heartbeat.age():.0f} s")
+        if not self.controller.alive:
+            found.append("door controller timer stopped")
+        found += [f"bus subscriber {s.name} stopped" for s in self.bus.subscriptions if not s.alive]
+        found += [f"service {s.name} unhealthy" for s in self.services if not s.healthy()]
+        return found
+
+    def close(self) -> None:
+        """Lock the door and release everything (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop_event.set()
+        if self._loop_thread.is_alive():
+            self._loop_thread.join(timeout=5.0)
+        for service in reversed(self.services):
+            try:
+                service.stop()
+            except Exception:
+                log.exception("stopping %s failed", service.name)
+        self.controller.close("daemon stopped")
+        self.bus.publish(Lifecycle("stopped", "door locked, daemon stopped", time.time()))
+        self.bus.close(timeout=5.0)
+        self.events.close()
+        self.door.close()
+        self.notifier.stopping()
+
+    def _run_loop(self) -> None:
+        try:
+            self.loop.run()
+        except MaskgateError as exc:  # a problem for people (missing package, bad replay): one line
+            self._failed(str(exc))
+            log.error("%s; door locked", exc)
+        except Exception as exc:
+            self._failed(f"{type(exc).__name__}: {exc}")
+            log.exception("frame loop failed; door locked")
+        finally:
+            self.stop_event.set()
+
+    def _failed(self, detail: str) -> None:
+        self.controller.camera_lost(detail)
+        self.exit_code = 1
+        self.bus.publish(Lifecycle("error", detail, time.time()))
+
+    def _supervise(self) -> None:
+        watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        ping_every = min(watchdog_usec / 4e6, 1.0) if watchdog_usec else 1.0
+        reported: list[str] = []
+        while not self.stop_event.wait(ping_every):
+            problems = self.problems()
+            if not problems:
+                self.notifier.watchdog()
+            elif problems != reported:
+                log.error("not feeding the watchdog: %s", "; ".join(problems))
+            reported = problems
+
+
+def run_daemon(config: Config, *, console: bool = False) -> int:
+    """``maskgate run``/``demo``: the App with signal handling (and, for people watching, a console)."""
+    logging.basicConfig(level=config.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    app = App(config)
+    if console:
+        from .services.console import ConsoleReporter
+
+        ConsoleReporter(app.bus)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: app.stop())
+    code = app.run()
+    if console:
+        print(f"door locked; {len(EventLog(app.events.path.parent).list())} events in {app.events.path}")
+    return code

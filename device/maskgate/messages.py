@@ -1,0 +1,61 @@
+"""The messages on the event bus: plain, immutable records of what happened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .access.controller import DoorState
+    from .access.decider import Decision
+    from .sources import Frame
+    from .vision.core import FrameResult
+
+
+@dataclass(frozen=True)
+class FrameProcessed:
+    """One frame through the vision stages and the decider (published for every frame)."""
+
+    frame: "Frame"
+    result: "FrameResult"
+    decision: "Decision"
+    fps: float
+    time: float  # wall clock
+
+
+@dataclass(frozen=True)
+class CameraChanged:
+    """The camera was lost (door locked, reconnecting) or is back."""
+
+    ok: bool
+    reason: str
+    time: float
+
+
+@dataclass(frozen=True)
+class DoorChanged:
+    """The door controller changed the lock or who holds it; ``previous`` is what it was."""
+
+    state: "DoorState"
+    previous: "DoorState"
+    time: float  # wall clock
+    seconds_left: float | None  # until a timed claim ends; None: until withdrawn (or not timed)
+
+
+@dataclass(frozen=True)
+class InputChanged:
+    """A door input (fire alarm, request-to-exit, door contact) changed, or misbehaved."""
+
+    name: str
+    active: bool
+    time: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """The daemon started, stopped or failed."""
+
+    kind: Literal["started", "stopped", "error"]
+    detail: str
+    time: float

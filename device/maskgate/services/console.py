@@ -1,0 +1,30 @@
+"""Prints each change of the door's state to the terminal (``maskgate demo``, ``run --verbose``)."""
+
+from __future__ import annotations
+
+import time
+
+from ..messages import DoorChanged, FrameProcessed
+
+
+class ConsoleReporter:
+    """One line per change of (vision state, relay), with the faces seen."""
+
+    def __init__(self, bus, *, clock=time.monotonic):
+        self.clock, self.start = clock, clock()
+        self._unlocked = False
+        self._shown: tuple | None = None
+        bus.subscribe((FrameProcessed, DoorChanged), self._on_message, name="console")
+
+    def _on_message(self, message) -> None:
+        if isinstance(message, DoorChanged):
+            self._unlocked = message.state.unlocked
+            return
+        decision, result = message.decision, message.result
+        key = (decision.state, self._unlocked)
+        if key == self._shown:
+            return
+        self._shown = key
+        labels = ", ".join(f"{fr.prediction.label} {fr.prediction.confidence:.0%}" for fr in result.faces) or "-"
+        print(f"{self.clock() - self.start:6.1f}s  {decision.state:<9} relay {'OPEN  ' if self._unlocked else 'locked'}"
+              f"  {decision.reason:<45} faces: {labels}", flush=True)

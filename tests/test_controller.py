@@ -1,0 +1,151 @@
+"""The door controller: explicit priorities, timed claims, one DoorChanged per change, real mock pins."""
+
+from __future__ import annotations
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from maskgate.access.controller import (LOCKED, Auto, Claim, DoorController, Lock, Release, Unlock, resolve)
+from maskgate.access.decider import Decision
+from maskgate.bus import EventBus
+from maskgate.config import GpioConfig, PinConfig
+from maskgate.hardware.door import build_door
+from maskgate.messages import DoorChanged
+
+RELAY = 17
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def rig():
+    factory, clock, bus = MockFactory(), Clock(), EventBus()
+    door = build_door(GpioConfig(relay=PinConfig(pin=RELAY), green_led=PinConfig(pin=27), red_led=PinConfig(pin=22),
+                                 amber_led=PinConfig(pin=23)), pin_factory=factory)
+    changes: list[DoorChanged] = []
+    bus.subscribe(DoorChanged, changes.append, name="test")
+    controller = DoorController(door, bus=bus, clock=clock)
+    yield controller, clock, lambda: factory.pin(RELAY).state == 1, changes, bus
+    bus.close()
+    door.close()
+
+
+GRANT = Decision("granted", "mask worn", "granted", seconds_left=5.0)
+DENY = Decision("denied", "no mask", "denied", seconds_left=3.0)
+
+
+def test_resolve_with_no_claims_is_locked():
+    assert resolve({}, 0.0) == LOCKED
+
+
+@pytest.mark.parametrize("higher, lower", [
+    ("fire_alarm", "manual_lock"), ("manual_lock", "request_to_exit"), ("manual_lock", "manual_unlock"),
+    ("request_to_exit", "vision"), ("manual_unlock", "vision"),
+])
+def test_resolve_follows_the_documented_priority(higher, lower):
+    claims = {higher: Claim(True, "emergency", higher), lower: Claim(False, "idle", lower)}
+    assert resolve(claims, 0.0).layer == higher
+
+
+def test_expired_claims_do_not_count():
+    claims = {"manual_unlock": Claim(True, "override_unlocked", "party", until=10.0),
+              "vision": Claim(False, "denied", "no mask")}
+    assert resolve(claims, 9.9).unlocked and not resolve(claims, 10.0).unlocked
+
+
+def test_vision_grant_unlocks_and_relocks_by_itself_even_if_the_loop_stalls(rig):
+    controller, clock, relay, changes, bus = rig
+    controller.vision(GRANT)
+    assert relay()
+    clock.now += 4.9
+    controller.tick()
+    assert relay()
+    clock.now += 0.2  # no new frame from the loop: the grant's own end relocks
+    controller.tick()
+    assert not relay()
+    bus.drain()
+    assert [(c.state.unlocked, c.state.layer) for c in changes] == [(True, "vision"), (False, "vision")]
+
+
+def test_fire_alarm_releases_over_an_unmasked_person_and_relocks_when_cleared(rig):
+    controller, clock, relay, changes, bus = rig
+    controller.vision(DENY)
+    controller.request(Release(active=True))
+    assert relay() and controller.state.display == "emergency"
+    controller.vision(DENY)
+    controller.request(Lock(who="operator:ann", reason="lockdown"))
+    assert relay(), "nothing outranks the fire alarm"
+    controller.request(Release(active=False))
+    assert not relay() and controller.state.layer == "manual_lock"
+    bus.drain()
+    assert [c.state.layer for c in changes] == ["fire_alarm", "manual_lock"]
+
+
+def test_manual_lock_outranks_request_to_exit_and_vision(rig):
+    controller, clock, relay, _, _ = rig
+    controller.request(Lock(who="operator:ann", reason="after hours"))
+    controller.vision(GRANT)
+    controller.request(Unlock(who="rex", reason="request to exit", seconds=5, layer="request_to_exit"))
+    assert not relay()
+    controller.request(Auto(who="operator:ann"))
+    assert relay() and controller.state.layer == "request_to_exit"
+
+
+def test_request_to_exit_lasts_its_seconds(rig):
+    controller, clock, relay, changes, bus = rig
+    controller.request(Unlock(who="rex", reason="request to exit", seconds=5, layer="request_to_exit"))
+    clock.now += 4.0
+    assert controller.tick().unlocked
+    clock.now += 1.0
+    assert not controller.tick().unlocked
+    bus.drain()
+    assert changes[0].seconds_left == 5.0 and changes[0].state.who == "rex"
+
+
+def test_manual_unlock_replaces_a_manual_lock_and_auto_hands_back_to_vision(rig):
+    controller, clock, relay, changes, bus = rig
+    controller.request(Lock(who="operator:ann", reason="cleaning"))
+    controller.request(Unlock(who="operator:bob", reason="delivery", seconds=60))
+    assert relay() and "manual_lock" not in controller.claims()
+    controller.request(Auto(who="operator:bob"))
+    assert not relay()
+    bus.drain()
+    assert changes[-1].state.who == "operator:bob" and changes[-1].state.reason == "back to automatic"
+
+
+def test_vision_changes_that_keep_the_door_locked_are_not_door_changes(rig):
+    controller, _, _, changes, bus = rig
+    for state in ("checking", "denied", "idle", "checking", "cooldown"):
+        controller.vision(Decision(state, "x"))
+    controller.camera_lost("camera 0: no frame")
+    bus.drain()
+    assert changes == []
+    assert controller.state.display == "camera_lost"
+
+
+def test_close_locks_and_ignores_later_requests(rig):
+    controller, _, relay, _, _ = rig
+    controller.request(Unlock(who="operator:ann", reason="x"))
+    controller.close()
+    controller.request(Unlock(who="operator:ann", reason="x"))
+    assert not relay()
+
+
+def test_the_timer_thread_relocks_on_its_own(rig):
+    import time
+
+    controller, clock, relay, _, _ = rig
+    controller.clock = time.monotonic
+    controller.start()
+    controller.request(Unlock(who="rex", reason="request to exit", seconds=0.2, layer="request_to_exit"))
+    assert relay()
+    deadline = time.monotonic() + 2
+    while relay() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not relay() and controller.alive
