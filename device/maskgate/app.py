@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -51,8 +52,14 @@ class Service(Protocol):
     def healthy(self) -> bool: ...
 
 
-# Each builder returns a Service, or None when its config section is off.
-SERVICES: list[Callable[["App"], Service | None]] = []
+# "module:function" builders, each called with the App; a builder returns a Service, or None when its
+# config section is off (it imports its heavy dependencies only when on).
+SERVICES: list[str] = []
+
+
+def _builder(spec: str) -> Callable[["App"], Service | None]:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def build_core(config: Config) -> InferenceCore:
@@ -107,7 +114,7 @@ class App:
         self.exit_code = 0
         self._loop_thread = threading.Thread(target=self._run_loop, name="frame-loop", daemon=True)
         try:
-            self.services = [s for build in SERVICES if (s := build(self)) is not None]
+            self.services = [s for spec in SERVICES if (s := _builder(spec)(self)) is not None]
         except BaseException:
             self.close()
             raise
