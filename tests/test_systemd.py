@@ -30,6 +30,14 @@ def test_unit_has_the_safety_settings():
     assert s["ExecStart"][0].endswith("maskgate run --config /etc/maskgate/maskgate.yaml")
 
 
+def test_sandbox_allows_the_network_features_and_nothing_more():
+    """RTSP cameras, MQTT and the web server need IP; raw sockets, Bluetooth etc. stay blocked."""
+    families = set(unit_settings()["RestrictAddressFamilies"][0].split())
+    assert families == {"AF_UNIX", "AF_NETLINK", "AF_INET", "AF_INET6"}
+    s = unit_settings()
+    assert s["ProtectSystem"] == ["strict"] and s["PrivateTmp"] == ["yes"] and s["ProtectHome"] == ["yes"]
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_analyze_verify_passes(tmp_path):
     # The unit's ExecStart exists only once installed: point it at a real binary for the check.
