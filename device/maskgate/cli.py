@@ -25,7 +25,7 @@ def _build_core(args: argparse.Namespace, config):
 
     return InferenceCore(
         FaceDetector(args.detector_model or config.detector.model_path, num_threads=args.threads,
-                     score_threshold=config.detector.score_threshold, pad_retry=getattr(args, "pad_retry", False)),
+                     score_threshold=config.detector.score_threshold),
         MaskClassifier(args.model or config.classifier.model_dir, num_threads=args.threads),
     )
 
@@ -36,15 +36,8 @@ def _config(args: argparse.Namespace):
     return load_config(args.config) if getattr(args, "config", None) else Config()
 
 
-def classify_record(path: str, result, rule) -> dict:
-    """What ``classify --json`` prints for one image (the classify API answers the same)."""
-    from .vision.core import face_json
-
-    return {"image": path, "width": result.width, "height": result.height,
-            "faces": [face_json(fr) for fr in result.faces], "decision": rule.judge(result.faces).outcome}
-
-
 def cmd_classify(args: argparse.Namespace) -> int:
+    from .access.verdict import classify_record
     from .app import decision_rule
     from .vision.frames import list_images, read_image
 
@@ -163,8 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
     classify = commands.add_parser("classify", help="find faces in images and say who wears a mask",
                                    description="Detect and classify every face; one line (or JSON object) per image.")
     classify.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
-    classify.add_argument("--pad-retry", action="store_true",
-                          help="if no face is found, pad the image and look again (for tightly cropped face photos)")
     model_options(classify)
     classify.set_defaults(handler=cmd_classify)
 

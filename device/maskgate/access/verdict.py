@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from ..vision.core import FaceResult
+from ..vision.core import FaceResult, FrameResult, face_json
 
 if TYPE_CHECKING:
     from ..config import DecisionConfig
@@ -63,3 +63,9 @@ def judge_frame(
         if probs.get("with_mask", 0.0) < threshold:
             return Verdict("denied", "no mask" if len(counted) == 1 else "not everyone wears a mask")
     return Verdict("granted", "mask worn")
+
+
+def classify_record(image: str, result: FrameResult, rule: Rule) -> dict:
+    """One image's answer: what ``classify --json`` prints and the classify API returns."""
+    return {"image": image, "width": result.width, "height": result.height,
+            "faces": [face_json(fr) for fr in result.faces], "decision": rule.judge(result.faces).outcome}
