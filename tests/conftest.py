@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import build_bundle  # noqa: E402
+from tiny_models import QUANTISATIONS, copy_bundle  # noqa: E402
 
 # In the astronaut photo (512×512) her face spans roughly this box.
 ASTRONAUT_FACE = (180, 80, 272, 176)
@@ -42,4 +42,4 @@ def detector():
 def tiny_bundles(tmp_path_factory) -> dict[str, Path]:
     """One colour-model bundle per quantisation: float32, int8, uint8."""
     root = tmp_path_factory.mktemp("bundles")
-    return {q: build_bundle(root / q, quantisation=q) for q in ("float32", "int8", "uint8")}
+    return {q: copy_bundle(q, root / q) for q in QUANTISATIONS}

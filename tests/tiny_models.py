@@ -1,17 +1,28 @@
-"""Small real TFLite classifier bundles for tests, built with TensorFlow on the spot.
+"""Small real TFLite classifier bundles for tests.
 
 The model looks only at mean colour: blue crops → with_mask, red → without_mask,
 green → incorrect_mask. That makes its answers predictable for every quantisation.
+The bundles are committed under ``tests/fixtures/tiny_bundles/`` so the device tests need no
+TensorFlow; rebuild them (with the ``train`` extra) by running ``python tests/tiny_models.py``.
 """
 
 from __future__ import annotations
 
-import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-LABELS = ["with_mask", "without_mask", "incorrect_mask"]
+from maskgate.vision.classifier import LABELS, BundleMetadata
+
+FIXTURES = Path(__file__).parent / "fixtures" / "tiny_bundles"
+QUANTISATIONS = ("float32", "int8", "uint8")
+
+
+def copy_bundle(quantisation: str, out_dir: Path) -> Path:
+    """A writable copy of the committed fixture bundle (tests may break their copy)."""
+    shutil.copytree(FIXTURES / quantisation, out_dir)
+    return out_dir
 
 
 def build_bundle(out_dir: Path, *, input_size: int = 32, quantisation: str = "int8") -> Path:
@@ -44,22 +55,18 @@ def build_bundle(out_dir: Path, *, input_size: int = 32, quantisation: str = "in
         converter.inference_output_type = getattr(tf, quantisation)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "classifier.tflite").write_bytes(converter.convert())
-    (out_dir / "metadata.json").write_text(json.dumps(metadata(input_size=input_size, quantisation=quantisation)))
+    metadata = BundleMetadata(format="maskgate-classifier/1", labels=list(LABELS), input_size=input_size,
+                              colour_order="RGB", normalisation="raw", crop_margin=0.2, threshold=0.8,
+                              quantisation=quantisation)
+    (out_dir / "metadata.json").write_text(metadata.model_dump_json(indent=2) + "\n")
     return out_dir
-
-
-def metadata(*, input_size: int, quantisation: str) -> dict:
-    return {
-        "format": "maskgate-classifier/1",
-        "labels": LABELS,
-        "input_size": input_size,
-        "colour_order": "RGB",
-        "normalisation": "raw",
-        "crop_margin": 0.2,
-        "threshold": 0.8,
-        "quantisation": quantisation,
-    }
 
 
 def solid_crop(bgr: tuple[int, int, int], size: int = 32) -> np.ndarray:
     return np.full((size, size, 3), bgr, np.uint8)
+
+
+if __name__ == "__main__":
+    for q in QUANTISATIONS:
+        shutil.rmtree(FIXTURES / q, ignore_errors=True)
+        print(build_bundle(FIXTURES / q, quantisation=q))

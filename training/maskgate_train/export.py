@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from maskgate.vision.classifier import METADATA_FILE, MODEL_FILE, MaskClassifier
+from maskgate.vision.classifier import METADATA_FILE, MODEL_FILE, BundleMetadata, MaskClassifier
 
 from .train import to_rgb_float
 
@@ -31,10 +30,11 @@ def to_int8_tflite(model, representative_bgr: np.ndarray) -> bytes:
     return converter.convert()
 
 
-def write_bundle(bundle_dir: Path, tflite: bytes, metadata: dict) -> None:
+def write_bundle(bundle_dir: Path, tflite: bytes, metadata: BundleMetadata) -> None:
+    """classifier.tflite + metadata.json, written through the schema the device reads."""
     bundle_dir.mkdir(parents=True, exist_ok=True)
     (bundle_dir / MODEL_FILE).write_bytes(tflite)
-    (bundle_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=False) + "\n")
+    (bundle_dir / METADATA_FILE).write_text(metadata.model_dump_json(indent=2) + "\n")
 
 
 def bundle_probs(bundle_dir: Path, images_bgr: np.ndarray) -> np.ndarray:

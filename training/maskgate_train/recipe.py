@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from maskgate.vision.classifier import LABELS
+from maskgate.vision.classifier import LABELS, BundleMetadata
 
 from . import evaluate as ev
 from .dataset import add_synthetic, load_prepared, manifest_hash
 from .errors import DataError
 from .export import bundle_probs, to_int8_tflite, write_bundle
 from .prepare import prepare
-from .train import Hyperparameters, to_rgb_float, train
+from .train import NORMALISATION, Hyperparameters, to_rgb_float, train
 
 MODEL_FILE = "model.keras"
 REPRESENTATIVE_CROPS = 300
@@ -85,17 +85,10 @@ def run_export(work_dir: Path, bundle_dir: Path, *, exclude_sources: tuple[str, 
     tflite = to_int8_tflite(model, representative)
 
     threshold = evaluated["threshold"]
-    metadata = {
-        "format": "maskgate-classifier/1",
-        "labels": list(LABELS),
-        "input_size": prepared["input_size"],
-        "colour_order": "RGB",
-        "normalisation": "raw",
-        "crop_margin": prepared["margin"],
-        "threshold": threshold,
-        "quantisation": "int8",
-    }
-    write_bundle(bundle_dir, tflite, metadata)
+    bundle = BundleMetadata(format="maskgate-classifier/1", labels=list(LABELS), input_size=prepared["input_size"],
+                            colour_order="RGB", normalisation=NORMALISATION, crop_margin=prepared["margin"],
+                            threshold=threshold, quantisation="int8")
+    write_bundle(bundle_dir, tflite, bundle)
 
     test = splits["test"]
     float_probs = model.predict(to_rgb_float(test.images), verbose=0)
@@ -107,6 +100,7 @@ def run_export(work_dir: Path, bundle_dir: Path, *, exclude_sources: tuple[str, 
         "max_abs_prob_difference": float(np.abs(float_probs - int8_probs).max()),
     }
     ev.save_confusion(int8_metrics["confusion"], bundle_dir / "confusion.png", "test split (int8, shipped)")
+    metadata = bundle.model_dump()
     metadata.update(
         metrics={"test_int8": int8_metrics, "test_int8_by_source": _by_source(test, int8_probs, threshold),
                  "test_float": evaluated["float_test"], "parity": parity,
@@ -122,7 +116,7 @@ def run_export(work_dir: Path, bundle_dir: Path, *, exclude_sources: tuple[str, 
         },
     )
     metadata["provenance"]["export_seconds"] = round(time.perf_counter() - start, 1)
-    write_bundle(bundle_dir, tflite, metadata)
+    write_bundle(bundle_dir, tflite, BundleMetadata.model_validate(metadata))
     (bundle_dir / "report.json").write_text(json.dumps(metadata["metrics"], indent=2) + "\n")
     (bundle_dir / "report.md").write_text(render_report(metadata))
     return metadata

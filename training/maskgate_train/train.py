@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from maskgate.vision.classifier import LABELS
+from maskgate.vision.crop import normalise
 
 from .dataset import Split
 from .errors import DataError
@@ -86,8 +87,12 @@ def augmenter(seed: int):
     return augment
 
 
+NORMALISATION = "raw"  # the model rescales inside (MobileNet preprocessing layer); written to metadata.json
+
+
 def to_rgb_float(images_bgr: np.ndarray) -> np.ndarray:
-    return images_bgr[..., ::-1].astype(np.float32)
+    """BGR uint8 crops → model input, through the device's own normalisation."""
+    return normalise(images_bgr, NORMALISATION)
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:
