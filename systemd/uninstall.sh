@@ -6,9 +6,10 @@ set -euo pipefail
 systemctl disable --now maskgate.service 2>/dev/null || true
 rm -f /etc/systemd/system/maskgate.service
 systemctl daemon-reload
-rm -rf /opt/maskgate
+rm -rf /opt/maskgate /etc/xdg/autostart/maskgate-kiosk.desktop
 if [ "${1:-}" = --purge ]; then
     rm -rf /etc/maskgate /var/lib/maskgate
     id -u maskgate >/dev/null 2>&1 && userdel maskgate
+    getent group maskgate-operators >/dev/null && groupdel maskgate-operators
 fi
 echo "maskgate removed${1:+ (purged)}"

@@ -119,6 +119,16 @@ def test_manual_unlock_replaces_a_manual_lock_and_auto_hands_back_to_vision(rig)
     assert changes[-1].state.who == "operator:bob" and changes[-1].state.reason == "back to automatic"
 
 
+def test_auto_names_who_asked_even_when_vision_holds_a_claim(rig):
+    controller, clock, relay, changes, bus = rig
+    controller.vision(DENY)
+    controller.request(Unlock(who="mqtt", reason="remote unlock"))
+    controller.request(Auto(who="mqtt", reason="remote lock"))
+    bus.drain()
+    assert not relay() and changes[-1].state.layer == "vision"
+    assert (changes[-1].state.who, changes[-1].state.reason) == ("mqtt", "remote lock")
+
+
 def test_vision_changes_that_keep_the_door_locked_are_not_door_changes(rig):
     controller, _, _, changes, bus = rig
     for state in ("checking", "denied", "idle", "checking", "cooldown"):
@@ -149,3 +159,51 @@ def test_the_timer_thread_relocks_on_its_own(rig):
     while relay() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not relay() and controller.alive
+
+
+def test_a_door_alarm_shows_only_while_locked_and_never_moves_the_relay(rig):
+    controller, clock, relay, changes, bus = rig
+    controller.alarm("forced_open")
+    assert controller.door.display == "forced_open" and not relay()
+    controller.request(Unlock(who="operator:ann", reason="let security in"))
+    assert relay() and controller.door.display == "override_unlocked"
+    controller.request(Auto(who="operator:ann"))
+    assert not relay() and controller.state.display == "forced_open"
+    controller.alarm(None)
+    assert controller.door.display == "idle"
+    bus.drain()
+    assert [c.state.layer for c in changes] == ["manual_unlock", "vision"], "alarms are not door changes"
+
+
+def test_relock_ends_vision_and_exit_grants_but_not_an_operators_unlock(rig):
+    controller, clock, relay, changes, bus = rig
+    controller.vision(GRANT)
+    controller.request(Unlock(who="rex", reason="request to exit", seconds=5, layer="request_to_exit"))
+    controller.relock("door closed after entry")
+    assert not relay()
+    controller.vision(Decision("granted", "mask worn", seconds_left=4.0))  # the same grant, a frame later
+    assert not relay(), "a grant the door closed behind stays spent"
+    controller.vision(GRANT)
+    assert relay(), "a new grant opens again"
+    controller.request(Unlock(who="operator:ann", reason="delivery"))
+    controller.relock()
+    assert relay() and controller.state.layer == "manual_unlock"
+    bus.drain()
+    assert [(c.state.unlocked, c.state.who) for c in changes[:3]] == [(True, "vision"), (True, "rex"),
+                                                                      (False, "door_contact")]
+    assert changes[2].state.reason == "door closed after entry"
+
+
+def test_last_unlocked_is_now_while_unlocked_then_when_it_relocked(rig):
+    controller, clock, _, _, _ = rig
+    assert controller.last_unlocked == float("-inf")
+    controller.vision(GRANT)
+    clock.now += 3
+    assert controller.last_unlocked == clock.now
+    clock.now += 2.5  # the grant ended 0.5 s ago; nothing has ticked since
+    assert controller.last_unlocked == clock.now - 0.5
+    controller.request(Unlock(who="operator:ann", reason="x"))
+    clock.now += 7
+    controller.request(Auto(who="operator:ann"))
+    clock.now += 1
+    assert controller.last_unlocked == clock.now - 1

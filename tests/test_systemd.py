@@ -24,7 +24,8 @@ def unit_settings() -> dict[str, list[str]]:
 def test_unit_has_the_safety_settings():
     s = unit_settings()
     assert s["Type"] == ["notify"] and s["Restart"] == ["on-failure"] and int(s["WatchdogSec"][0]) > 0
-    assert s["SupplementaryGroups"] == ["video gpio"] and s["User"] == ["maskgate"]
+    assert s["SupplementaryGroups"] == ["video gpio maskgate-operators"] and s["User"] == ["maskgate"]
+    assert s["RuntimeDirectory"] == ["maskgate"], "the control socket's directory, /run/maskgate"
     assert s["ProtectSystem"] == ["strict"] and s["NoNewPrivileges"] == ["yes"] and s["StateDirectory"] == ["maskgate"]
     assert s["DevicePolicy"] == ["closed"] and any("gpio" in d for d in s["DeviceAllow"])
     assert s["ExecStart"][0].endswith("maskgate run --config /etc/maskgate/maskgate.yaml")

@@ -10,6 +10,8 @@ from pathlib import Path
 from . import __version__
 from .errors import MaskgateError
 
+DEFAULT_CONTROL_SOCKET = Path("/run/maskgate/control.sock")  # systemd's RuntimeDirectory=maskgate
+
 
 def _positive_float(text: str) -> float:
     value = float(text)
@@ -138,8 +140,53 @@ def _duration(text: str) -> float:
     return value
 
 
+def _positive_duration(text: str) -> float:
+    value = _duration(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be longer than 0: {text!r}")
+    return value
+
+
+def cmd_door(args: argparse.Namespace) -> int:
+    from .config import Config, load_config
+    from .services.control import send
+
+    config = load_config(args.config) if args.config else Config()
+    path = args.socket or config.control.resolved_socket_path() or DEFAULT_CONTROL_SOCKET
+    if args.seconds is not None and args.action not in ("unlock", "lock"):
+        raise MaskgateError(f"--for goes with unlock or lock, not {args.action}")
+    request = {"command": args.action, "seconds": args.seconds, "reason": args.reason}
+    reply = send(path, request, group=config.control.group)
+    if args.json:
+        print(json.dumps(reply))
+        return 0
+    door = reply["door"]
+    left = "" if door["seconds_left"] is None else f", {door['seconds_left']:.0f} s left"
+    print(f"door {door['door']} ({door['display']}) by {door['who'] or door['layer']}: {door['reason']}{left}")
+    for claim in reply["overrides"]:
+        left = "until `maskgate door auto`" if claim["seconds_left"] is None else f"{claim['seconds_left']:.0f} s left"
+        print(f"  {claim['layer']}: {'unlocked' if claim['unlock'] else 'locked'} by {claim['who']} ({left}): "
+              f"{claim['reason']}")
+    if not reply["overrides"]:
+        print("  no override: vision decides")
+    if reply["inputs"]:
+        names = {True: "active", False: "inactive", None: "unknown"}
+        print("  inputs: " + ", ".join(f"{name} {names[level]}" for name, level in reply["inputs"].items()))
+    wanted = {"unlock": "manual_unlock", "lock": "manual_lock"}.get(args.action)
+    if wanted and door["layer"] != wanted:
+        print(f"note: {door['layer']} outranks this override; it applies once that ends", file=sys.stderr)
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr (and exit 2), not a usage dump."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="maskgate", description="Face-mask access control: grants entry only when a mask is worn."
     )
     parser.add_argument("--version", action="version", version=f"maskgate {__version__}")
@@ -187,6 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--state-dir", type=Path, metavar="DIR", help="state directory holding events.sqlite3")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
     events.set_defaults(handler=cmd_events)
+
+    door = commands.add_parser("door", help="unlock or lock the door by hand, hand it back, or show who holds it",
+                               description="Talks to the running daemon over its control socket (operators: "
+                                           "members of the maskgate-operators group). Overrides are logged "
+                                           "with your user name and --reason.")
+    door.add_argument("action", choices=["unlock", "lock", "auto", "status"],
+                      help="unlock/lock: override vision (a fire alarm still wins); auto: end the override")
+    door.add_argument("--for", dest="seconds", type=_positive_duration, metavar="DURATION",
+                      help="only this long (90s, 15m, 2h); default: until `maskgate door auto`")
+    door.add_argument("--reason", metavar="TEXT", help="why (recorded in the event log)")
+    door.add_argument("--config", type=Path, metavar="FILE", help="take the control socket from this config")
+    door.add_argument("--socket", type=Path, metavar="PATH", help=f"control socket (default {DEFAULT_CONTROL_SOCKET})")
+    door.add_argument("--json", action="store_true", help="print the daemon's reply as JSON")
+    door.set_defaults(handler=cmd_door)
     return parser
 
 

@@ -50,6 +50,9 @@ class InputChanged:
     active: bool
     time: float
     detail: str = ""
+    # what it means, also the event log's outcome: fire_alarm, fire_alarm_end, exit_request, door_opened,
+    # door_forced, door_held_open, door_closed, input_chatter
+    kind: str = "input"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ winner is the highest-priority claim that has not expired (``resolve``, a pure f
 claims and the time). The controller shows the winner on the Door and publishes ``DoorChanged``
 whenever the lock or whoever holds it changes. Requests come from any thread (gpiozero callbacks,
 the control socket, MQTT, the web server) and never wait for the frame loop.
+
+The door contact adds two things outside the layers: an alarm shown while the door is locked
+(forced or held open; it never moves the relay), and ``relock`` when the door closes after a grant.
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ class Auto:
 
 
 Request = Release | Unlock | Lock | Auto
+DoorAlarm = Literal["forced_open", "held_open"]
 
 
 class DoorController:
@@ -125,6 +129,9 @@ class DoorController:
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._state = LOCKED
+        self._alarm: DoorAlarm | None = None
+        self._grant_spent = False  # the door closed behind vision's current grant
+        self._unlocked_at = float("-inf")
         self._timer: threading.Thread | None = None
         self._closed = False
         self.door.show(LOCKED.display)
@@ -139,11 +146,23 @@ class DoorController:
             now = self.clock()
             return {k: c for k, c in self._claims.items() if c.until is None or now < c.until}
 
+    @property
+    def last_unlocked(self) -> float:
+        """When the lock was last released (controller clock): now while it is, -inf if never."""
+        with self._lock:
+            now = self.clock()
+            return now if self._apply(now).unlocked else self._unlocked_at
+
     def vision(self, decision: Decision) -> DoorState:
         """The frame loop's decision; a grant carries its own end, so a stalled loop cannot hold the door open."""
         now = self.clock()
-        until = now + decision.seconds_left if decision.unlocked else None
-        return self._set("vision", Claim(decision.unlocked, decision.state, decision.reason, "vision", until), now)
+        with self._lock:
+            if decision.outcome == "granted":
+                self._grant_spent = False
+            elif decision.unlocked and self._grant_spent:
+                return self._state  # the rest of a grant the door already closed behind
+            until = now + decision.seconds_left if decision.unlocked else None
+            return self._set("vision", Claim(decision.unlocked, decision.state, decision.reason, "vision", until), now)
 
     def camera_lost(self, reason: str) -> DoorState:
         return self._set("vision", Claim(False, "camera_lost", reason, "vision"), self.clock())
@@ -167,6 +186,25 @@ class DoorController:
                 self._claims.pop("manual_lock", None)
             return self._set(request.layer, Claim(True, "override_unlocked", request.reason, request.who, until), now)
 
+    def alarm(self, alarm: DoorAlarm | None) -> DoorState:
+        """Show a door-position alarm whenever the door is locked (None: it closed); the relay is untouched."""
+        with self._lock:
+            self._alarm = alarm
+            return self._apply(self.clock())
+
+    def relock(self, reason: str = "door closed") -> DoorState:
+        """The door closed after a grant: end vision's grant and request-to-exit; overrides and fire alarm stay."""
+        now = self.clock()
+        with self._lock:
+            if self._closed:
+                return self._state
+            self._claims.pop("request_to_exit", None)
+            vision = self._claims.get("vision")
+            if vision is not None and vision.unlock:
+                self._grant_spent = True
+                self._claims["vision"] = Claim(False, "cooldown", reason, "door_contact")
+            return self._apply(now, who="door_contact", reason=reason)
+
     def tick(self) -> DoorState:
         """Let expired claims go (the timer thread does this on its own; tests call it)."""
         with self._lock:
@@ -185,6 +223,7 @@ class DoorController:
         """Drop every claim and lock the door."""
         with self._lock:
             self._claims.clear()
+            self._alarm = None
             self._closed = True
             self._apply(self.clock(), reason=reason)
             self._wake.notify_all()
@@ -203,8 +242,12 @@ class DoorController:
 
     def _apply(self, now: float, *, who: str = "", reason: str = "") -> DoorState:
         previous, state = self._state, resolve(self._claims, now)
-        if state == LOCKED and (who or reason):
-            state = replace(state, who=who, reason=reason or state.reason)
+        if state.layer == "vision" and (who or reason):  # vision decides again because someone asked
+            state = replace(state, who=who or state.who, reason=reason or state.reason)
+        if self._alarm is not None and not state.unlocked:
+            state = replace(state, display=self._alarm)
+        if state.unlocked or previous.unlocked:  # a claim that ran out did so at its end, maybe before now
+            self._unlocked_at = now if state.unlocked else min(now, previous.until or now)
         if state.display != previous.display or state.unlocked != previous.unlocked:
             self.door.show(state.display)
         self._state = state

@@ -35,7 +35,8 @@ LOG_FILE = "events.sqlite3"
 @dataclass(frozen=True)
 class Event:
     time: float
-    outcome: str  # granted | denied | door | camera_lost | camera_ok | input | started | stopped | error
+    outcome: str  # granted | denied | door | override | camera_lost | camera_ok | started | stopped | error, or an
+    # input's (InputChanged.kind): fire_alarm, fire_alarm_end, exit_request, door_forced, door_held_open, …
     reason: str
     face_count: int = 0
     faces: tuple[dict, ...] = ()  # [{"label", "confidence", "box"}]

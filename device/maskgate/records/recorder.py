@@ -13,6 +13,7 @@ from ..messages import CameraChanged, DoorChanged, FrameProcessed, InputChanged,
 from ..vision.core import face_json
 from .events import Event, EventLog
 
+OVERRIDES = {"manual_lock", "manual_unlock"}
 QUEUE_LIMIT = 10_000  # about an hour of decisions at a busy door; beyond that the oldest are dropped
 
 
@@ -42,14 +43,14 @@ def as_event(message) -> tuple[Event, np.ndarray | None]:
         state = message.state
         until = None if message.seconds_left is None else message.time + message.seconds_left
         what = "unlocked" if state.unlocked else "locked"
-        return Event(message.time, "door", f"{what}: {state.reason}", source=state.who or state.layer,
-                     until=until), None
+        override = OVERRIDES & {state.layer, message.previous.layer}  # an operator's override starting or ending
+        return Event(message.time, "override" if override else "door", f"{what}: {state.reason}",
+                     source=state.who or state.layer, until=until), None
     if isinstance(message, CameraChanged):
         return Event(message.time, "camera_ok" if message.ok else "camera_lost", message.reason), None
     if isinstance(message, InputChanged):
         state = "active" if message.active else "inactive"
-        detail = f": {message.detail}" if message.detail else ""
-        return Event(message.time, "input", f"{message.name} {state}{detail}", source=message.name), None
+        return Event(message.time, message.kind, message.detail or f"{message.name} {state}", source=message.name), None
     if isinstance(message, Lifecycle):
         return Event(message.time, message.kind, message.detail), None
     raise TypeError(f"no event for {type(message).__name__}")
