@@ -1,0 +1,78 @@
+"""Cost of watching (``python -m maskgate.bench_web``): the whole daemon as ``bench_loop`` runs it, with
+its web server on a free loopback port, first with no viewer, then with ``--viewers`` clients that
+each take the live status and JPEG previews in a process of its own; prints loop FPS for both and their ratio."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from .bench_loop import bench_config, soak
+
+
+VIEWER = """
+import sys, time
+from websockets.sync.client import connect
+url, seconds = sys.argv[1], float(sys.argv[2])
+count, end = 0, time.monotonic() + seconds
+try:
+    with connect(url, max_size=2**23) as ws:
+        while time.monotonic() < end:
+            try:
+                ws.recv(timeout=0.5)
+                count += 1
+            except TimeoutError:
+                pass
+except Exception:  # the daemon stopped first
+    pass
+print(count)
+"""
+
+
+def viewers(count: int, seconds: float, processes: list):
+    """A ``soak`` setup: ``count`` preview viewers, each its own process (as a browser would be)."""
+
+    def setup(app) -> None:
+        web = next(s for s in app.services if s.name == "web")
+
+        def connect_all() -> None:
+            while not web.server.started and not app.stop_event.wait(0.05):
+                pass
+            url = f"ws://{web.host}:{web.port}/api/v1/live?preview=1"
+            processes.extend(subprocess.Popen([sys.executable, "-c", VIEWER, url, str(seconds)], stdout=subprocess.PIPE,
+                                              text=True) for _ in range(count))
+
+        threading.Thread(target=connect_all, daemon=True).start()
+
+    return setup
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=30.0, help="per run (default 30)")
+    parser.add_argument("--viewers", type=int, default=3)
+    parser.add_argument("--preview-fps", type=float, default=10.0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    report = {}
+    for count in (0, args.viewers):
+        processes: list[subprocess.Popen] = []
+        with tempfile.TemporaryDirectory() as state:
+            config = bench_config(Path(state))
+            config.web.port, config.web.preview_fps = 0, args.preview_fps
+            result = soak(config, seconds=args.seconds, setup=viewers(count, args.seconds, processes))
+        received = [int(p.communicate(timeout=30)[0] or 0) for p in processes]
+        report[f"{count}_viewers"] = {"loop_fps": result["loop_fps"], "messages_per_viewer": received,
+                                      "peak_rss_mb": result["peak_rss_mb"]}
+    with_viewers, without = report[f"{args.viewers}_viewers"]["loop_fps"], report["0_viewers"]["loop_fps"]
+    report["ratio"] = round(with_viewers / without, 3) if without else None
+    print(json.dumps(report) if args.json else "\n".join(f"{k:<12} {v}" for k, v in report.items()))
+
+
+if __name__ == "__main__":
+    main()

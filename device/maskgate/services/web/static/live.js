@@ -1,0 +1,90 @@
+"use strict";
+// One door, live: its status arrives as JSON text and its preview as JPEG binary messages on one
+// WebSocket (/api/v1/live). Every change of what is shown is logged in window.maskgateLog.
+window.maskgateLog = [];
+
+class LiveView {
+  constructor(root, { door = null, preview = true } = {}) {
+    this.root = root;
+    this.door = door;
+    this.preview = preview;
+    this.frames = 0;
+    this.deadline = null;
+    this.shown = null;
+    this.connect();
+    setInterval(() => this.tick(), 100);
+  }
+
+  part(role) {
+    return this.root.querySelector(`[data-role="${role}"]`);
+  }
+
+  connect() {
+    const query = new URLSearchParams({ preview: this.preview ? "1" : "0" });
+    if (this.door !== null) query.set("door", this.door);
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${scheme}://${location.host}/api/v1/live?${query}`);
+    ws.binaryType = "blob";
+    ws.onmessage = (event) =>
+      typeof event.data === "string" ? this.render(JSON.parse(event.data)) : this.showFrame(event.data);
+    ws.onclose = () => {
+      this.render(LiveView.outOfService);
+      setTimeout(() => this.connect(), 1000);
+    };
+  }
+
+  render(status) {
+    const view = status.view;
+    this.root.dataset.tone = view.tone;
+    this.root.dataset.state = status.state;
+    this.part("icon").setAttribute("href", `/static/icons.svg#${view.icon}`);
+    this.part("word").textContent = view.word;
+    this.part("title").textContent = view.title;
+    this.part("detail").textContent = view.detail;
+    const open = status.door === "unlocked" && status.seconds_left !== null && status.seconds_left !== undefined;
+    this.deadline = open ? performance.now() + status.seconds_left * 1000 : null;
+    const info = this.part("info");
+    if (info) {
+      const faces = status.faces.map((f) => `${f.label.replace("_", " ")} ${Math.round(f.confidence * 100)}%`);
+      info.textContent = `${status.fps.toFixed(1)} fps · camera ${status.camera_ok ? "ok" : "down"}` +
+        (faces.length ? ` · ${faces.join(", ")}` : "");
+    }
+    if (view.title !== this.shown) {
+      this.shown = view.title;
+      window.maskgateLog.push({ t: Date.now(), door: this.door, state: status.state, title: view.title });
+      this.root.dispatchEvent(new CustomEvent("statuschange", { detail: status, bubbles: true }));
+    }
+    this.tick();
+  }
+
+  showFrame(blob) {
+    const img = this.part("preview");
+    if (!img) return;
+    const previous = img.dataset.url;
+    const url = URL.createObjectURL(new Blob([blob], { type: "image/jpeg" }));
+    img.onload = () => previous && URL.revokeObjectURL(previous);
+    img.src = url;
+    img.dataset.url = url;
+    img.dataset.frames = ++this.frames;
+  }
+
+  tick() {
+    const countdown = this.part("countdown");
+    if (!countdown) return;
+    const left = this.deadline === null ? 0 : (this.deadline - performance.now()) / 1000;
+    countdown.hidden = left <= 0;
+    if (left > 0) this.part("seconds").textContent = `${Math.ceil(left)} s`;
+  }
+}
+
+LiveView.outOfService = {
+  state: "offline", door: "unknown", faces: [], fps: 0, camera_ok: false, seconds_left: null,
+  view: { tone: "locked", icon: "camera-off", word: "LOCKED", title: "Out of service — door locked",
+          detail: "Reconnecting to the door…" },
+};
+
+function showClock(element) {
+  const update = () => (element.textContent = new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+  update();
+  setInterval(update, 10000);
+}

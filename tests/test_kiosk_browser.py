@@ -1,0 +1,169 @@
+"""The pages in a real headless Chromium (Debian's chromium + chromium-driver, driven by Selenium), with
+every host but 127.0.0.1 unresolvable: the kiosk follows the door within 100 ms, its preview moves,
+the multi-door page shows other daemons side by side. Screenshots land in tests/output/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maskgate.access.controller import Release
+from maskgate.sources.scenes import door_scene
+from maskgate.vision.classifier import MaskClassifier
+from maskgate.vision.core import InferenceCore
+from web_rig import TOKEN, SceneCamera, running, wait_for, web_config
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+OUTPUT = Path(__file__).parent / "output"
+SIZES = {"pi7": (800, 480), "1080p": (1920, 1080)}
+
+
+@pytest.fixture(scope="session")
+def chromium() -> None:
+    """Debian's Chromium and its driver, installed with apt-get when missing."""
+    if CHROMIUM.exists() and CHROMEDRIVER.exists():
+        return
+    if shutil.which("apt-get") is None:
+        pytest.skip("chromium/chromium-driver are not installed and apt-get is unavailable to install them")
+    if os.geteuid() != 0:
+        pytest.skip("chromium/chromium-driver are not installed and apt-get needs root to install them")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True)
+    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"],
+                   check=True, env=env, capture_output=True)
+
+
+@contextmanager
+def browser(size: tuple[int, int]):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    profile = tempfile.mkdtemp(prefix="maskgate-chromium-")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
+                 # offline: no host resolves but this machine
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": size[0], "height": size[1], "deviceScaleFactor": 1, "mobile": False})
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def screenshot(driver, name: str) -> Path:
+    OUTPUT.mkdir(exist_ok=True)
+    path = OUTPUT / f"{name}.png"
+    driver.save_screenshot(str(path))
+    return path
+
+
+def title(driver) -> str:
+    return driver.execute_script('return document.querySelector("[data-role=title]").textContent')
+
+
+def frames(driver, selector="[data-role=preview]") -> int:
+    return int(driver.execute_script(f'return document.querySelector("{selector}").dataset.frames || 0'))
+
+
+@pytest.fixture(scope="module")
+def core(detector, tiny_bundles):
+    return InferenceCore(detector, MaskClassifier(tiny_bundles["int8"]))
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return {"masked": door_scene(masked=True, mask_bgr=(255, 60, 0)), "bare": door_scene(masked=False),
+            "empty": np.full((480, 640, 3), 90, np.uint8)}
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_kiosk_follows_the_door_offline_within_100_ms(chromium, tmp_path, core, scenes, size):
+    camera = SceneCamera(scenes, "empty")
+    with running(web_config(tmp_path), core, camera) as (app, web), browser(SIZES[size]) as driver:
+        driver.get(web.url + "/")
+        wait_for(lambda: title(driver) == "Masks required", what="idle screen")
+        resources = driver.execute_script('return performance.getEntriesByType("resource").map(e => e.name)')
+        assert resources and all(r.startswith(web.url + "/") for r in resources), resources
+        assert driver.execute_script('return document.querySelector("[data-role=icon]").getBBox().width') > 0, \
+            "the icon sprite loaded from the server"
+        assert driver.execute_script("return window.innerWidth") == SIZES[size][0]
+        wait_for(lambda: frames(driver) >= 2, what="preview frames")
+        screenshot(driver, f"kiosk-{size}-idle")
+
+        shown = {}
+        for scene, state, words in (("bare", "denied", "Please wear a mask"), ("masked", "granted", "Welcome — door open")):
+            camera.show(scene)
+            wait_for(lambda: title(driver) == words, what=words)
+            before = frames(driver)
+            wait_for(lambda: frames(driver) > before + 2, what="the preview moving")
+            decided = next(t for t, s in app.decisions if s == state)
+            log = driver.execute_script("return window.maskgateLog")
+            shown[state] = next(e["t"] for e in log if e["title"] == words) / 1000 - decided
+            if state == "granted":
+                countdown = driver.find_element("css selector", "[data-role=countdown]")
+                assert countdown.is_displayed() and countdown.text.startswith("Door open · ")
+            screenshot(driver, f"kiosk-{size}-{state}")
+            camera.show("empty")
+        assert all(0 <= delay < 0.1 for delay in shown.values()), shown
+
+        app.controller.request(Release(active=True))
+        wait_for(lambda: title(driver) == "Emergency — door released", what="emergency")
+        screenshot(driver, f"kiosk-{size}-emergency")
+        app.controller.request(Release(active=False))
+        camera.show("broken")
+        wait_for(lambda: title(driver) == "Camera unavailable — door locked", what="camera lost")
+        screenshot(driver, f"kiosk-{size}-camera-lost")
+
+
+def test_remote_page_shows_status_preview_and_recent_events(chromium, tmp_path, core, scenes):
+    camera = SceneCamera(scenes, "bare")
+    with running(web_config(tmp_path), core, camera) as (app, web), browser((1280, 800)) as driver:
+        driver.get(web.url + "/remote")
+        wait_for(lambda: title(driver) == "Please wear a mask", what="denied")
+        wait_for(lambda: frames(driver) >= 2, what="preview frames")
+        rows = wait_for(lambda: driver.execute_script(
+            'return [...document.querySelectorAll("#events tr td:nth-child(2)")].map(td => td.textContent)'),
+            what="events")
+        assert "denied" in rows and "started" in rows
+        screenshot(driver, "remote-1280")
+
+
+def test_multi_door_page_shows_other_daemons_side_by_side(chromium, tmp_path, core, scenes):
+    far = SceneCamera(scenes, "bare")
+    remote = web_config(tmp_path / "far", remote={"enabled": True, "token": TOKEN})
+    with running(remote, core, far) as (_, far_web):
+        with socket.socket() as closed:  # a port nobody listens on: a door that is down
+            closed.bind(("127.0.0.1", 0))
+            down = closed.getsockname()[1]
+        doors = [{"name": "Front door", "url": far_web.url, "token": TOKEN},
+                 {"name": "Back door", "url": f"http://127.0.0.1:{down}", "token": TOKEN}]
+        hub = web_config(tmp_path / "hub", doors=doors)
+        with running(hub, core, SceneCamera(scenes, "empty")) as (_, hub_web), browser((1280, 800)) as driver:
+            driver.get(hub_web.url + "/doors")
+
+            def tile_titles():
+                return driver.execute_script('return [...document.querySelectorAll(".tile [data-role=title]")]'
+                                             '.map(e => e.textContent)')
+
+            wait_for(lambda: tile_titles() == ["Please wear a mask", "Door offline"], what="both tiles")
+            wait_for(lambda: frames(driver, ".tile [data-role=preview]") >= 3, what="relayed preview frames")
+            detail = driver.execute_script('return document.querySelectorAll(".tile [data-role=detail]")[1].textContent')
+            assert detail.startswith("no answer")
+            screenshot(driver, "doors-1280")
+        wait_for(lambda: far_web.feed.channel.viewers == set(), what="the relay hanging up once nobody watched")
