@@ -133,3 +133,34 @@ def test_auto_picks_picamera2_when_it_works(monkeypatch):
     frame = source.read()
     assert frame.image.shape == (240, 320, 3) and frame.image.flags["C_CONTIGUOUS"]
     source.close()
+
+
+@pytest.mark.parametrize("text, masked", [
+    ("rtsp://admin:s3cret@10.0.0.5:554/stream1", "rtsp://***@10.0.0.5:554/stream1"),
+    ("open 'http://u:p@ss@cam/video.mjpg' failed", "open 'http://***@cam/video.mjpg' failed"),
+    ("RTSPS://admin@cam and rtsp://cam:554/s", "RTSPS://***@cam and rtsp://cam:554/s"),
+    ("rtsp://cam/onvif?user=a@b", "rtsp://cam/onvif?user=a@b"),
+])
+def test_urls_lose_their_user_info_in_any_text(text, masked):
+    from maskgate.sources.network import mask_url
+
+    assert mask_url(text) == masked
+
+
+def test_credentials_are_percent_encoded_into_the_url_and_redacted_in_every_form():
+    from maskgate.sources.network import NetworkSource, with_credentials
+
+    assert with_credentials("rtsp://cam/s", None, None) == "rtsp://cam/s"
+    assert with_credentials("rtsp://old:pw@cam:554/s", "ad min", "p@ss/1") == "rtsp://ad%20min:p%40ss%2F1@cam:554/s"
+    assert with_credentials("rtsp://admin@cam/s", None, "pw") == "rtsp://admin:pw@cam/s"
+    source = NetworkSource("rtsp://admin@cam/s", password="p@ss word")
+    assert source.label == "rtsp://***@cam/s"
+    said = source.redact("auth p@ss word / p%40ss%20word failed for rtsp://admin:p%40ss%20word@cam/s")
+    assert said == "auth *** / *** failed for rtsp://***@cam/s"
+
+
+def test_an_unreachable_network_camera_is_a_source_error_naming_it_without_the_password():
+    with pytest.raises(SourceError, match=r"^rtsp://\*\*\*@127\.0\.0\.1:9/live: cannot open stream") as exc:
+        make_source(CameraConfig(backend="network", url="rtsp://admin:hunter2@127.0.0.1:9/live",
+                                 stream_timeout_seconds=2))
+    assert "hunter2" not in str(exc.value)

@@ -1,7 +1,7 @@
 """Frame sources behind one interface: ``open()``, ``read() -> Frame`` (raises SourceError), ``close()``.
 
-picamera2 (imported lazily; its RGB888 format is BGR-ordered), an OpenCV camera, and replays of a
-video, an image folder/glob or the built-in demo scenes.
+picamera2 (imported lazily; its RGB888 format is BGR-ordered), an OpenCV camera, a network camera
+(RTSP / HTTP MJPEG, in ``network``), and replays of a video, an image folder/glob or the built-in demo scenes.
 """
 
 from __future__ import annotations
@@ -200,6 +200,10 @@ def make_source(config: CameraConfig, *, clock: Callable[[], float] = time.monot
         source = Picamera2Source(width=config.width, height=config.height, clock=clock)
     elif config.backend == "opencv":
         source = OpenCVSource(config.device, width=config.width, height=config.height, clock=clock)
+    elif config.backend == "network":
+        from .network import network_source
+
+        source = network_source(config, clock=clock)
     else:
         for source in (Picamera2Source(width=config.width, height=config.height, clock=clock),
                        OpenCVSource(config.device, width=config.width, height=config.height, clock=clock)):
