@@ -45,8 +45,20 @@ def write(tmp_path, text):
         ("- a\n- b\n", "top level must be a mapping"),
         ("camera: [\n", "not valid YAML at line 2"),
         ("camera:\n  backend: replay\n", "camera: backend replay needs replay_path"),
+        ("camera:\n  backend: network\n", "camera: backend network needs url"),
+        ("camera:\n  url: ftp://cam/live\n", "camera: url must start with rtsp://"),
+        ("camera:\n  rtsp_transport: sctp\n", "camera.rtsp_transport: Input should be 'tcp' or 'udp'"),
+        ("camera: {backend: network, url: 'rtsp://cam/1', stream_timeout_seconds: 12}\n",
+         "camera.stream_timeout_seconds must be shorter than daemon.stuck_seconds"),
         ("gpio:\n  buzzer: {pin: 27}\n", "pin 27 is used twice: gpio.green_led and gpio.buzzer"),
         ("gpio:\n  amber_led: {pin: GPIO17}\n", "pin 17 is used twice: gpio.relay and gpio.amber_led"),
+        ("inputs:\n  fire_alarm: {pin: 17}\n", "pin 17 is used twice: gpio.relay and inputs.fire_alarm"),
+        ("inputs:\n  request_to_exit: {pin: 5}\n  door_contact: {pin: BCM5}\n",
+         "pin 5 is used twice: inputs.request_to_exit and inputs.door_contact"),
+        ("inputs:\n  door_contact: {pin: 13, bounce_seconds: -0.1}\n",
+         "inputs.door_contact.bounce_seconds: Input should be greater than or equal to 0"),
+        ("inputs:\n  rex: {pin: 6}\n", "inputs.rex: unknown key"),
+        ("control:\n  socket: /run/x.sock\n", "control.socket: unknown key"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, text, message):
@@ -55,6 +67,31 @@ def test_bad_configs_name_the_key(tmp_path, text, message):
         load_config(path)
     assert str(exc.value).startswith(f"{path}: ") and message in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("camera", [
+    {"backend": "network", "url": "ftp://admin:hunter2@cam/live"},
+    {"backend": "network", "url": "rtsp://admin:hunter2@cam/live", "password": ["hunter2"]},
+    {"backend": "network", "url": "rtsp://admin:hunter2@cam/live", "rtsp_transport": "hunter2"},
+    {"backend": "network", "url": "rtsp://admin:hunter2@cam/live", "stream_timeout_seconds": 99},
+])
+def test_camera_config_errors_never_quote_the_password(tmp_path, camera):
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, yaml.safe_dump({"camera": camera})))
+    assert "camera" in str(exc.value) and "hunter2" not in str(exc.value)
+
+
+def test_stream_credentials_come_from_the_environment_else_the_config(monkeypatch):
+    written = Config.model_validate({"camera": {"url": "rtsp://cam/live", "username": "u", "password": "p"}})
+    assert written.camera.credentials() == ("u", "p")
+    assert "'p'" not in repr(written) and written.model_dump(mode="json")["camera"]["password"] == "**********"
+    monkeypatch.setenv("MASKGATE_CAMERA_USERNAME", "env-user")
+    monkeypatch.setenv("MASKGATE_CAMERA_PASSWORD", "env-pass")
+    assert written.camera.credentials() == ("env-user", "env-pass")
+    assert Config().camera.credentials() == ("env-user", "env-pass")
+    monkeypatch.delenv("MASKGATE_CAMERA_USERNAME")
+    monkeypatch.delenv("MASKGATE_CAMERA_PASSWORD")
+    assert Config().camera.credentials() == (None, None)
 
 
 def test_empty_file_means_all_defaults(tmp_path):
@@ -101,6 +138,7 @@ def check_config(*args):
 
 @pytest.mark.parametrize("text, message", [
     ("camera:\n  backend: replay\n", "camera: backend replay needs replay_path"),
+    ("camera:\n  backend: network\n  rtsp_transport: udp\n", "camera: backend network needs url"),
     ("camera:\n  backend: replay\n  replay_path: /nonexistent/clip.mp4\n", "replay source not found"),
     ("classifier:\n  model_dir: /nonexistent/bundle\n", "model metadata not found"),
     ("detector:\n  model_path: /nonexistent/face.tflite\n", "detector.model_path: /nonexistent/face.tflite"),
@@ -112,6 +150,13 @@ def test_check_config_rejects_what_the_daemon_would_reject_at_start(tmp_path, te
     started = subprocess.run([sys.executable, "-m", "maskgate", "run", "--config", str(path)],
                              capture_output=True, text=True, timeout=60)
     assert started.returncode == 2 and started.stderr == checked.stderr
+
+
+def test_check_config_names_both_keys_of_a_pin_used_twice(tmp_path):
+    path = write(tmp_path, "gpio:\n  buzzer: {pin: 24}\ninputs:\n  request_to_exit: {pin: GPIO24}\n")
+    checked = check_config(path)
+    assert checked.returncode == 2 and checked.stderr.count("\n") == 1
+    assert "pin 24 is used twice: gpio.buzzer and inputs.request_to_exit" in checked.stderr
 
 
 def test_check_config_accepts_the_shipped_configs():

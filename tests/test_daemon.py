@@ -54,6 +54,7 @@ def make_config(tmp_path, **sections) -> Config:
                      "min_face_px": 150},
         "gpio": {"buzzer": {"pin": BUZZER}},
         "events": {"state_dir": str(tmp_path / "state")},
+        "web": {"port": 0},  # the kiosk server runs as by default, on a free port
     }
     return Config.model_validate({**base, **sections})
 
@@ -295,6 +296,7 @@ def daemon_config(tmp_path, scenes, tiny_bundles):
         "decision": {"frames_to_decide": 2, "unlock_seconds": 0.5, "cooldown_seconds": 0.2},
         "gpio": {"pin_factory": "mock", "buzzer": {"pin": 24}},
         "events": {"state_dir": str(tmp_path / "state")},
+        "web": {"port": 0},
     }
     path = tmp_path / "maskgate.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -347,7 +349,8 @@ def test_with_no_camera_systemd_hears_ready_and_a_steady_watchdog(tmp_path):
     config = tmp_path / "maskgate.yaml"
     config.write_text(yaml.safe_dump({"camera": {"backend": "opencv", "device": "/dev/video-none",
                                                  "reconnect_max_seconds": 30},
-                                      "gpio": {"pin_factory": "mock"}, "events": {"state_dir": str(tmp_path)}}))
+                                      "gpio": {"pin_factory": "mock"}, "events": {"state_dir": str(tmp_path)},
+                                      "web": {"port": 0}}))
     server, notify_path = notify_socket(tmp_path)
     server.settimeout(10)
     proc = subprocess.Popen([sys.executable, "-m", "maskgate", "run", "--config", str(config)],

@@ -54,7 +54,12 @@ class Service(Protocol):
 
 # "module:function" builders, each called with the App; a builder returns a Service, or None when its
 # config section is off (it imports its heavy dependencies only when on).
-SERVICES: list[str] = []
+SERVICES: list[str] = [
+    "maskgate.hardware.inputs:build",
+    "maskgate.services.control:build",
+    "maskgate.services.mqtt:build",
+    "maskgate.services.web:build",
+]
 
 
 def _builder(spec: str) -> Callable[["App"], Service | None]:
@@ -83,6 +88,8 @@ def preflight(config: Config) -> None:
         raise MaskgateError(f"detector.model_path: {detector}: no such file")
     if config.camera.backend == "replay":
         files_or_video(config.camera.replay_path)
+    if config.mqtt.enabled:
+        config.mqtt.check_files()
 
 
 class App:

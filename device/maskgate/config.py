@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -18,7 +20,7 @@ class Section(BaseModel):
 
 
 class CameraConfig(Section):
-    backend: Literal["auto", "picamera2", "opencv", "replay", "scenes"] = "auto"
+    backend: Literal["auto", "picamera2", "opencv", "replay", "scenes", "network"] = "auto"
     device: Union[int, str] = Field(0, description="OpenCV camera index or /dev/video path")
     width: int = Field(640, gt=0)
     height: int = Field(480, gt=0)
@@ -26,12 +28,31 @@ class CameraConfig(Section):
     replay_fps: float = Field(10.0, gt=0)
     replay_loop: bool = False
     reconnect_max_seconds: float = Field(30.0, gt=0)
+    url: str | None = Field(None, description="backend network: rtsp://… or http://… (MJPEG)")
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    username: str | None = Field(None, description="or $MASKGATE_CAMERA_USERNAME (wins)")
+    password: SecretStr | None = Field(None, description="or $MASKGATE_CAMERA_PASSWORD (wins)")
+    stream_timeout_seconds: float = Field(5.0, gt=0, le=60, description="connecting, or waiting for a frame")
 
     @model_validator(mode="after")
     def _replay_needs_a_path(self) -> "CameraConfig":
         if self.backend == "replay" and not self.replay_path:
             raise ValueError("backend replay needs replay_path (a video file, an image folder or a glob)")
         return self
+
+    @model_validator(mode="after")
+    def _network_needs_a_url(self) -> "CameraConfig":  # the messages never quote the URL: it may hold a password
+        if self.backend == "network" and not self.url:
+            raise ValueError("backend network needs url (rtsp://… or http://…)")
+        if self.url and not re.match(r"(?i)(rtsps?|https?)://[^/\s]", self.url):
+            raise ValueError("url must start with rtsp://, rtsps://, http:// or https:// and a host")
+        return self
+
+    def credentials(self) -> tuple[str | None, str | None]:
+        """The stream's username and password: from the environment (as for MQTT), else this config."""
+        password = self.password.get_secret_value() if self.password else None
+        return (os.environ.get("MASKGATE_CAMERA_USERNAME") or self.username or None,
+                os.environ.get("MASKGATE_CAMERA_PASSWORD") or password or None)
 
 
 class DetectorConfig(Section):
@@ -81,6 +102,39 @@ class GpioConfig(Section):
         return MockFactory()
 
 
+class InputPinConfig(Section):
+    pin: Union[int, str]
+    active_high: bool = Field(False, description="active when the pin reads high; false: when pulled to ground")
+    pull_up: bool | None = Field(True, description="internal pull-up (true) or pull-down (false); null: external")
+    bounce_seconds: float = Field(0.05, ge=0, le=1, description="a level counts once it has held this long")
+
+
+class InputsConfig(Section):
+    fire_alarm: InputPinConfig | None = None
+    request_to_exit: InputPinConfig | None = None
+    door_contact: InputPinConfig | None = None
+    rex_seconds: float = Field(5.0, gt=0, le=300)
+    held_open_seconds: float = Field(30.0, gt=0, le=3600)
+    relock_on_close: bool = True
+    chatter_changes: int = Field(20, ge=3, le=1000, description="this many edges within chatter_seconds: wiring fault")
+    chatter_seconds: float = Field(1.0, gt=0, le=60)
+
+    def pins(self) -> dict[str, InputPinConfig]:
+        return {name: pin for name in ("fire_alarm", "request_to_exit", "door_contact")
+                if (pin := getattr(self, name)) is not None}
+
+
+class ControlConfig(Section):
+    enabled: bool = True
+    socket_path: Path | None = Field(None, description="default: $RUNTIME_DIRECTORY/control.sock (systemd); "
+                                     "with neither, no socket")
+    group: str | None = Field("maskgate-operators", description="may use the socket; null: the daemon's user only")
+
+    def resolved_socket_path(self) -> Path | None:
+        runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+        return self.socket_path or (Path(runtime) / "control.sock" if runtime else None)
+
+
 class EventsConfig(Section):
     state_dir: Path | None = Field(None, description="default: $STATE_DIRECTORY, else /var/lib/maskgate")
     snapshot_denied: bool = False
@@ -95,14 +149,134 @@ class DaemonConfig(Section):
                                  "systemd's watchdog stops being fed and restarts the daemon")
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class RemoteConfig(Section):
+    enabled: bool = False
+    token: SecretStr | None = Field(None, description="bearer token for /remote and the API from other hosts")
+
+
+class DoorLink(Section):
+    """Another maskgate daemon shown on the multi-door page (/doors)."""
+
+    name: str = Field(min_length=1)
+    url: str = Field(pattern=r"^https?://[^/\s]+/?$", description="e.g. http://door2.local:8080")
+    token: SecretStr | None = None
+
+
+class WebConfig(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535, description="0: any free port")
+    preview_fps: float = Field(10.0, gt=0, le=30, description="most JPEG previews a second, while someone watches")
+    remote: RemoteConfig = RemoteConfig()
+    doors: list[DoorLink] = []
+
+    @model_validator(mode="after")
+    def _remote_rules(self) -> "WebConfig":
+        token = self.remote.token.get_secret_value() if self.remote.token else ""
+        if self.remote.enabled and len(token) < 16:
+            raise ValueError("remote.enabled needs remote.token of at least 16 characters")
+        if not is_loopback(self.host) and not self.remote.enabled:
+            raise ValueError(f"host {self.host} is beyond loopback: set remote.enabled (with a token) first")
+        return self
+
+
+MQTT_PASSWORD_ENV = "MASKGATE_MQTT_PASSWORD"
+
+
+class MqttTlsConfig(Section):
+    ca_file: Path | None = Field(None, description="CA that signed the broker's certificate; null = the system's CAs")
+    certfile: Path | None = Field(None, description="client certificate (with keyfile), if the broker asks for one")
+    keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> "MqttTlsConfig":
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("certfile and keyfile go together")
+        return self
+
+
+class MqttConfig(Section):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=1, le=65535, description="null = 8883 with TLS, 1883 without")
+    tls: MqttTlsConfig | None = None
+    username: str | None = None
+    password: SecretStr | None = Field(None, description=f"or password_file, or ${MQTT_PASSWORD_ENV} (wins)")
+    password_file: Path | None = None
+    client_id: str | None = Field(None, description="null = maskgate-<node_id>")
+    node_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$", description="null = the host name")
+    topic_prefix: str | None = Field(None, pattern=r"^[^#+]*[^#+/]$", description="null = maskgate/<node_id>")
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+]*[^#+/]$")
+    keepalive: int = Field(30, ge=5, le=3600)
+    remote_unlock: bool = False
+    remote_unlock_seconds: float = Field(5.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _remote_unlock_needs_auth_and_tls(self) -> "MqttConfig":
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set password or password_file, not both")
+        if (self.password is not None or self.password_file is not None) and not self.username:
+            raise ValueError("a password needs a username")
+        has_password = self.password is not None or self.password_file is not None or MQTT_PASSWORD_ENV in os.environ
+        if self.remote_unlock and not (self.username and has_password):
+            raise ValueError("remote_unlock needs broker authentication: set username and password "
+                             f"(or password_file, or ${MQTT_PASSWORD_ENV})")
+        if self.remote_unlock and self.tls is None:
+            raise ValueError("remote_unlock needs tls, so credentials and door commands never travel in clear")
+        return self
+
+    def resolved_node_id(self) -> str:
+        return self.node_id or re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "maskgate"
+
+    def resolved_topic_prefix(self) -> str:
+        return self.topic_prefix or f"maskgate/{self.resolved_node_id()}"
+
+    def resolved_port(self) -> int:
+        return self.port or (8883 if self.tls else 1883)
+
+    def resolved_password(self) -> str | None:
+        """$MASKGATE_MQTT_PASSWORD, else password_file's first line, else password (never logged)."""
+        if MQTT_PASSWORD_ENV in os.environ:
+            return os.environ[MQTT_PASSWORD_ENV]
+        if self.password_file is not None:
+            try:
+                return next(iter(self.password_file.read_text(encoding="utf-8").splitlines()), "")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or type(exc).__name__
+                raise ConfigError(f"mqtt.password_file: {self.password_file}: cannot read ({reason})") from None
+        return self.password.get_secret_value() if self.password is not None else None
+
+    def check_files(self) -> None:
+        """What the daemon refuses at start beyond the schema: an unreadable password file, missing TLS files."""
+        self.resolved_password()
+        for key in ("ca_file", "certfile", "keyfile"):
+            path = getattr(self.tls, key, None)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"mqtt.tls.{key}: {path}: no such file")
+
+
 class Config(Section):
     camera: CameraConfig = CameraConfig()
     detector: DetectorConfig = DetectorConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     decision: DecisionConfig = DecisionConfig()
     gpio: GpioConfig = GpioConfig()
+    inputs: InputsConfig = InputsConfig()
+    control: ControlConfig = ControlConfig()
     events: EventsConfig = EventsConfig()
     daemon: DaemonConfig = DaemonConfig()
+    mqtt: MqttConfig = MqttConfig()
+    web: WebConfig = WebConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -114,11 +288,19 @@ class Config(Section):
             seen[pin] = key
         return self
 
+    @model_validator(mode="after")
+    def _stream_waits_are_not_stuck(self) -> "Config":
+        # the frame loop does not beat its heartbeat while it waits on the stream
+        if self.camera.backend == "network" and self.camera.stream_timeout_seconds >= self.daemon.stuck_seconds:
+            raise ValueError("camera.stream_timeout_seconds must be shorter than daemon.stuck_seconds")
+        return self
+
 
 def pins_in_use(config: Config) -> dict[str, str]:
     """Every configured GPIO pin (BCM number; "GPIO17" and 17 are one pin) → the key that uses it."""
-    return {f"gpio.{name}": re.sub(r"^(GPIO|BCM)", "", str(pin.pin).upper())
-            for name, pin in config.gpio.outputs().items()}
+    pins = {**{f"gpio.{name}": pin for name, pin in config.gpio.outputs().items()},
+            **{f"inputs.{name}": pin for name, pin in config.inputs.pins().items()}}
+    return {key: re.sub(r"^(GPIO|BCM)", "", str(pin.pin).upper()) for key, pin in pins.items()}
 
 
 def load_config(path: str | Path) -> Config:
