@@ -1,14 +1,23 @@
-"""BlazeFace detector on real photos: boxes land on faces in original-frame coordinates."""
+"""YuNet detector on real photos: boxes and landmarks land on faces in original-frame coordinates,
+from a ~48 px face to one filling the frame, masked and bare."""
 
 from __future__ import annotations
+
+import hashlib
+import threading
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from conftest import ASTRONAUT_FACE
 
-from maskgate.vision.detector import FaceDetector, ssd_anchors
 from maskgate.errors import FrameError, ModelError
+from maskgate.vision.detector import KEYPOINT_NAMES, FaceDetector, default_model_path, iou
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared photo set not present at {SHARED_DATA}")
 
 
 def assert_box_near(box, expected, tolerance):
@@ -19,53 +28,78 @@ def centre(box):
     return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
 
 
-def test_anchor_grid_has_896_centres_inside_unit_square():
-    anchors = ssd_anchors()
-    assert anchors.shape == (896, 2)
-    assert anchors.min() > 0 and anchors.max() < 1
+def on_canvas(photo, canvas_hw, offset_xy, fill=127):
+    """``photo`` pasted on a grey canvas at ``offset_xy`` (may be negative: the photo is cut)."""
+    canvas = np.full((*canvas_hw, 3), fill, np.uint8)
+    ox, oy = offset_xy
+    src_x, src_y, dst_x, dst_y = max(0, -ox), max(0, -oy), max(0, ox), max(0, oy)
+    h = min(photo.shape[0] - src_y, canvas_hw[0] - dst_y)
+    w = min(photo.shape[1] - src_x, canvas_hw[1] - dst_x)
+    canvas[dst_y : dst_y + h, dst_x : dst_x + w] = photo[src_y : src_y + h, src_x : src_x + w]
+    return canvas
 
 
-def test_astronaut_has_exactly_one_face_on_her_face(detector, astronaut):
-    faces = detector.detect(astronaut)
-    assert len(faces) == 1
-    assert_box_near(faces[0].box, ASTRONAUT_FACE, 12)
-    assert faces[0].score > 0.8
-    (rx, ry), (lx, ly) = faces[0].keypoints[:2]
-    assert rx < lx and abs(ry - ly) < 15, "eyes should sit side by side, right eye on the image's left"
+def test_shipped_model_is_inside_the_package_with_its_licence():
+    path = default_model_path()
+    assert path.is_file() and path.parent.name == "models"
+    assert "MIT License" in (path.parent / "LICENSE").read_text()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest in (path.parent / "README.md").read_text(), "the model's README records its sha256"
+
+
+def test_astronaut_has_exactly_one_face_with_landmarks_in_place(detector, astronaut):
+    (face,) = detector.detect(astronaut)
+    assert_box_near(face.box, ASTRONAUT_FACE, 20)
+    assert face.score > 0.8
+    points = dict(zip(KEYPOINT_NAMES, face.keypoints))
+    assert len(face.keypoints) == 5
+    (rx, ry), (lx, ly) = points["right_eye"], points["left_eye"]
+    assert rx < lx and abs(ry - ly) < 15, "eyes side by side, the subject's right eye on the image's left"
+    nose_y = points["nose"][1]
+    mouth_y = (points["mouth_right"][1] + points["mouth_left"][1]) / 2
+    assert max(ry, ly) < nose_y < mouth_y < face.box[3]
+    assert points["mouth_right"][0] < points["mouth_left"][0]
 
 
 def test_photo_without_face_has_none(detector, no_face_photo):
     assert detector.detect(no_face_photo) == []
 
 
+@pytest.mark.parametrize("face_px", [48, 60])
+def test_small_face_far_from_the_camera_is_found(detector, astronaut, face_px):
+    scale = face_px / (ASTRONAUT_FACE[3] - ASTRONAUT_FACE[1])
+    photo = cv2.resize(astronaut, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    canvas = on_canvas(photo, (480, 640), (300, 150))
+    expected = [300 + v * scale if i % 2 == 0 else 150 + v * scale for i, v in enumerate(ASTRONAUT_FACE)]
+    faces = detector.detect(canvas)
+    assert len(faces) == 1, f"{face_px} px face: found {len(faces)}"
+    assert iou(np.array(expected, float), np.array([faces[0].box]))[0] > 0.5
+
+
+@pytest.mark.parametrize("crop", [(60, 200, 155, 295), (85, 175, 182, 272)], ids=["head", "face-only"])
+def test_close_up_face_filling_the_frame_is_found(detector, astronaut, crop):
+    y1, y2, x1, x2 = crop
+    close_up = cv2.resize(astronaut[y1:y2, x1:x2], (480, 480), interpolation=cv2.INTER_CUBIC)
+    (face,) = detector.detect(close_up)
+    assert face.width > 0.6 * 480 and face.height > 0.6 * 480
+    assert abs(centre(face.box)[0] - 240) < 60
+
+
 @pytest.mark.parametrize(
-    "canvas_hw, offset_xy",
-    [((500, 1200), (500, -60)), ((1100, 420), (-80, 400)), ((480, 640), (100, -20))],
+    "canvas_hw, offset_xy, face_px",
+    [((500, 1200), (500, -60), 110), ((1100, 420), (-80, 400), 90), ((480, 640), (100, -20), 160)],
     ids=["landscape", "portrait", "vga"],
 )
-def test_letterbox_maps_boxes_back_to_the_original_frame(detector, astronaut, canvas_hw, offset_xy):
-    # BlazeFace short range needs a face of about 1/6 of the frame's longer side or more.
-    scale = max(canvas_hw) / 6 / (ASTRONAUT_FACE[3] - ASTRONAUT_FACE[1])
+def test_boxes_map_back_to_the_original_frame(detector, astronaut, canvas_hw, offset_xy, face_px):
+    scale = face_px / (ASTRONAUT_FACE[3] - ASTRONAUT_FACE[1])
     photo = cv2.resize(astronaut, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    canvas = np.full((*canvas_hw, 3), 127, np.uint8)
+    (face,) = detector.detect(on_canvas(photo, canvas_hw, offset_xy))
     ox, oy = offset_xy
-    src_x, src_y, dst_x, dst_y = max(0, -ox), max(0, -oy), max(0, ox), max(0, oy)
-    h = min(photo.shape[0] - src_y, canvas_hw[0] - dst_y)
-    w = min(photo.shape[1] - src_x, canvas_hw[1] - dst_x)
-    canvas[dst_y : dst_y + h, dst_x : dst_x + w] = photo[src_y : src_y + h, src_x : src_x + w]
-
-    (face,) = detector.detect(canvas)
     expected = [ox + ASTRONAUT_FACE[0] * scale, oy + ASTRONAUT_FACE[1] * scale,
                 ox + ASTRONAUT_FACE[2] * scale, oy + ASTRONAUT_FACE[3] * scale]
-    assert_box_near(face.box, expected, 0.12 * (expected[2] - expected[0]) + 2)
-
-
-def test_faces_smaller_than_the_detector_can_see_are_not_found(detector, astronaut):
-    # Documented limit: a face under ~1/10 of the frame's longer side is too far away.
-    small = cv2.resize(astronaut, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
-    canvas = np.full((480, 1100, 3), 127, np.uint8)
-    canvas[100:356, 400:656] = small
-    assert detector.detect(canvas) == []
+    assert_box_near(face.box, expected, 0.2 * (expected[2] - expected[0]) + 2)
+    nose_x, nose_y = face.keypoints[2]
+    assert face.box[0] < nose_x < face.box[2] and face.box[1] < nose_y < face.box[3]
 
 
 def test_finds_several_faces(detector, astronaut):
@@ -76,13 +110,13 @@ def test_finds_several_faces(detector, astronaut):
         canvas[50 + 300 * row : 250 + 300 * row, 50 + 300 * col : 250 + 300 * col] = head
     faces = detector.detect(canvas)
     assert sorted((int(centre(f.box)[1] // 300), int(centre(f.box)[0] // 300)) for f in faces) == cells
+    assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
 
 
 def test_face_cut_by_the_frame_edge_is_found_and_clamped(detector, astronaut):
     cut = astronaut[:, 205:]  # the left part of her face is outside the frame
-    faces = detector.detect(cut)
-    assert len(faces) == 1
-    x1, y1, x2, y2 = faces[0].box
+    (face,) = detector.detect(cut)
+    x1, y1, x2, y2 = face.box
     assert x1 == 0.0 and 0 < x2 < 100 and y1 < y2
 
 
@@ -91,18 +125,25 @@ def test_grayscale_and_bgra_frames_find_the_same_face(detector, astronaut):
     bgra = cv2.cvtColor(astronaut, cv2.COLOR_BGR2BGRA)
     for frame in (gray, gray[:, :, None], bgra):
         (face,) = detector.detect(frame)
-        assert_box_near(face.box, ASTRONAUT_FACE, 14)
+        assert_box_near(face.box, ASTRONAUT_FACE, 20)
 
 
 def test_huge_frame(detector, astronaut):
     huge = cv2.resize(astronaut, (4096, 4096), interpolation=cv2.INTER_LINEAR)
     (face,) = detector.detect(huge)
-    assert_box_near(face.box, [v * 8 for v in ASTRONAUT_FACE], 100)
+    assert_box_near(face.box, [v * 8 for v in ASTRONAUT_FACE], 160)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (2, 7, 3), (3, 1000, 3)])
 def test_tiny_or_sliver_frames_give_no_faces(detector, shape):
     assert detector.detect(np.full(shape, 200, np.uint8)) == []
+
+
+def test_thin_strips_give_no_faces_whatever_came_before(detector, astronaut):
+    # Unpadded, YuNet answers a 320×32 input with inf/1e26 boxes, depending on the previous frame.
+    for strip_px in (1, 2, 4, 8, 16, 24, 31, 32, 40):
+        detector.detect(astronaut)
+        assert detector.detect(np.full((strip_px * 1000 // 320, 1000, 3), 200, np.uint8)) == [], strip_px
 
 
 @pytest.mark.parametrize(
@@ -121,28 +162,78 @@ def test_bad_frames_raise_a_clear_frame_error(detector, frame, message):
         detector.detect(frame)
 
 
-def test_pad_retry_recovers_a_face_that_fills_the_picture(astronaut):
-    tight = astronaut[60:200, 155:295]  # face fills the picture
-    padded_detector = FaceDetector(pad_retry=True)
-    (face,) = padded_detector.detect(tight)
-    x1, y1, x2, y2 = face.box
-    assert 0 <= x1 < 40 and 0 <= y1 < 40 and 100 < x2 <= 140 and 100 < y2 <= 140
+def test_concurrent_callers_get_the_same_faces(detector, astronaut):
+    frames = [astronaut, cv2.resize(astronaut, (300, 200)), np.ascontiguousarray(astronaut[:, 205:])]
+    expected = [detector.detect(f) for f in frames]
+    results, errors = {}, []
+
+    def worker(i):
+        try:
+            results[i] = [detector.detect(frames[(i + k) % 3]) for k in range(12)]
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i, got in results.items():
+        assert got == [expected[(i + k) % 3] for k in range(12)]
 
 
 def test_missing_model_file_is_named(tmp_path):
-    missing = tmp_path / "nope.tflite"
-    with pytest.raises(ModelError, match="nope.tflite: model file not found"):
+    missing = tmp_path / "nope.onnx"
+    with pytest.raises(ModelError, match="nope.onnx: model file not found"):
         FaceDetector(missing)
 
 
-def test_corrupt_model_file_is_named(tmp_path):
-    corrupt = tmp_path / "corrupt.tflite"
-    corrupt.write_bytes(b"not a flatbuffer" * 64)
-    with pytest.raises(ModelError, match="corrupt.tflite: not a valid TFLite model"):
+def test_corrupt_model_file_is_named_in_one_line(tmp_path):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not a protobuf" * 64)
+    with pytest.raises(ModelError, match="corrupt.onnx: not a YuNet face detector model") as info:
         FaceDetector(corrupt)
+    assert "\n" not in str(info.value)
 
 
-def test_a_tflite_model_that_is_not_blazeface_is_refused(tiny_bundles):
+def test_a_model_that_is_not_yunet_is_refused(tiny_bundles):
     path = tiny_bundles["float32"] / "classifier.tflite"
-    with pytest.raises(ModelError, match="not a BlazeFace"):
+    with pytest.raises(ModelError, match="not a YuNet face detector model"):
         FaceDetector(path)
+
+
+def _voc_faces(label: str, min_px: float, limit: int):
+    """The first ``limit`` annotated ``label`` faces at least ``min_px`` tall in the shared scene photos."""
+    faces = []
+    for xml_path in sorted((SHARED_DATA / "scenes" / "annotations").glob("*.xml")):
+        root = ET.parse(xml_path).getroot()
+        for obj in root.iter("object"):
+            box = [float(obj.find("bndbox").findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
+            if obj.findtext("name") == label and box[3] - box[1] >= min_px:
+                faces.append((SHARED_DATA / "scenes" / "images" / root.findtext("filename"), box))
+        if len(faces) >= limit:
+            return faces[:limit]
+    return faces
+
+
+@needs_shared
+@pytest.mark.parametrize("label", ["with_mask", "without_mask"])
+def test_masked_and_bare_faces_in_real_scene_photos(detector, label):
+    faces = _voc_faces(label, min_px=64, limit=40)
+    assert len(faces) >= 30
+    found = sum(
+        any(iou(np.array(box), np.array([f.box]))[0] >= 0.4 for f in detector.detect(cv2.imread(str(path))))
+        for path, box in faces
+    )
+    assert found >= 0.9 * len(faces), f"{label}: {found} of {len(faces)} faces ≥ 64 px found"
+
+
+@needs_shared
+@pytest.mark.parametrize("label", ["with_mask", "without_mask"])
+def test_masked_and_bare_close_up_photos(detector, label):
+    folder = SHARED_DATA / "faces" / "chandrikadeb7" / label
+    photos = sorted(folder.glob("*.jpg"))[:60]
+    assert len(photos) == 60
+    found = sum(bool(detector.detect(cv2.imread(str(p)))) for p in photos)
+    assert found >= 0.9 * len(photos), f"{label}: a face in {found} of {len(photos)} photos"
