@@ -172,6 +172,18 @@ class DoorLink(Section):
     token: SecretStr | None = None
 
 
+class ApiConfig(Section):
+    """The classify API (``POST /api/v1/classify``, docs/integrators.md)."""
+
+    enabled: bool = False
+    token: SecretStr | None = Field(None, description="bearer token every caller sends, from loopback too")
+    max_body_bytes: int = Field(10_000_000, ge=1024, le=100_000_000)
+    max_pixels: int = Field(4096 * 4096, ge=64 * 64, le=100_000_000, description="width × height")
+    rate_per_minute: int = Field(60, ge=1, le=100_000, description="requests per client address")
+    workers: int = Field(1, ge=1, le=8, description="inference threads, each with its own models")
+    queue: int = Field(4, ge=1, le=100, description="requests waiting for a worker; beyond: 503")
+
+
 class WebConfig(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -179,14 +191,18 @@ class WebConfig(Section):
     preview_fps: float = Field(10.0, gt=0, le=30, description="most JPEG previews a second, while someone watches")
     remote: RemoteConfig = RemoteConfig()
     doors: list[DoorLink] = []
+    api: ApiConfig = ApiConfig()
 
     @model_validator(mode="after")
     def _remote_rules(self) -> "WebConfig":
         token = self.remote.token.get_secret_value() if self.remote.token else ""
         if self.remote.enabled and len(token) < 16:
             raise ValueError("remote.enabled needs remote.token of at least 16 characters")
-        if not is_loopback(self.host) and not self.remote.enabled:
-            raise ValueError(f"host {self.host} is beyond loopback: set remote.enabled (with a token) first")
+        if self.api.enabled and len(self.api.token.get_secret_value() if self.api.token else "") < 16:
+            raise ValueError("api.enabled needs api.token of at least 16 characters")
+        if not is_loopback(self.host) and not (self.remote.enabled or self.api.enabled):
+            raise ValueError(f"host {self.host} is beyond loopback: set remote.enabled (with a token) first, "
+                             "or api.enabled for the classify API alone")
         return self
 
 

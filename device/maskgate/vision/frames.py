@@ -53,3 +53,65 @@ def list_images(paths: list[str | Path]) -> list[Path]:
         else:
             found.append(path)
     return found
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
+
+
+class ImageTooLarge(FrameError):
+    """An image whose header claims more pixels than allowed; refused before it is decoded."""
+
+
+def image_header(data: bytes) -> tuple[str, int, int]:
+    """(``"png"`` or ``"jpeg"``, width, height) from the header alone, or FrameError saying what is wrong."""
+    if not data:
+        raise FrameError("empty: no image data")
+    if data.startswith(PNG_SIGNATURE):
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise FrameError("truncated or corrupt PNG: no IHDR header")
+        return "png", int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data.startswith(b"\xff\xd8\xff"):
+        width, height, _ = _jpeg_frame(data)
+        return "jpeg", width, height
+    raise FrameError("not a JPEG or PNG image")
+
+
+def _jpeg_frame(data: bytes) -> tuple[int, int, int]:
+    """Width, height and the offset of the first scan, walking the JPEG's marker segments."""
+    pos, size = 2, None
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            raise FrameError("corrupt JPEG: bad marker segment")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker in JPEG_SOF and pos + 9 <= len(data):
+            size = int.from_bytes(data[pos + 7:pos + 9], "big"), int.from_bytes(data[pos + 5:pos + 7], "big")
+        if marker == 0xDA:  # start of scan: the frame header must have come before
+            if size is None:
+                break
+            return size[0], size[1], pos
+        pos += 2 + length
+    raise FrameError("truncated or corrupt JPEG: no frame header and scan")
+
+
+def decode_image(data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
+    """Decode JPEG or PNG bytes as BGR uint8 (as ``read_image`` does); FrameError for an empty, foreign,
+    zero-size or truncated image, ImageTooLarge (checked from the header, before decoding) past ``max_pixels``."""
+    kind, width, height = image_header(data)
+    if width == 0 or height == 0:
+        raise FrameError(f"zero-size image ({width}×{height})")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLarge(f"image too large: {width}×{height} is {width * height / 1e6:.1f} MP, "
+                            f"the limit is {max_pixels / 1e6:.1f} MP")
+    if kind == "jpeg" and b"\xff\xd9" not in data[_jpeg_frame(data)[2]:]:
+        raise FrameError("truncated JPEG: no end-of-image marker")
+    if kind == "png" and b"IEND" not in data[-12:]:
+        raise FrameError("truncated PNG: no IEND chunk")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FrameError(f"corrupt {kind.upper()}: cannot be decoded")
+    return image

@@ -1,9 +1,10 @@
 """The daemon's web server (``web:`` config): kiosk page, status and events API, remote and multi-door views.
 
 FastAPI on uvicorn, in a thread of its own beside the frame loop: FastAPI because it is built on the
-pydantic the config already uses and publishes OpenAPI (``/openapi.json``) for the coming classify
+pydantic the config already uses and publishes OpenAPI (``/api/v1/openapi.json``) for the classify
 API; uvicorn because it runs an ASGI app in-process with WebSockets. The server is one more bus
-subscriber (``live.LiveFeed``) and never calls into the frame loop.
+subscriber (``live.LiveFeed``) and never calls into the frame loop; the classify API (``classify.py``,
+``web.api``) runs inference on worker threads with models of their own.
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ class WebService:
     def __init__(self, app):
         import uvicorn
 
+        from .classify import ClassifyApi
         from .live import Channel, LiveFeed
         from .server import create_app
 
         self.config = web = app.config.web
         self.feed = LiveFeed(app, Channel(), preview_fps=web.preview_fps)
         token = web.remote.token.get_secret_value() if web.remote.enabled and web.remote.token else None
-        asgi = create_app(self.feed, app.events, token=token, doors=web.doors)
+        self.api = ClassifyApi(app.config) if web.api.enabled else None
+        asgi = create_app(self.feed, app.events, token=token, doors=web.doors, api=self.api)
         self.server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", access_log=False,
                                                     timeout_graceful_shutdown=2, ws_ping_interval=10))
         self.sock: socket.socket | None = None
@@ -47,20 +50,28 @@ class WebService:
         """Bind (a MaskgateError if the address is taken), then serve in the background."""
         self.sock = _bind(self.config.host, self.config.port)
         self.host, self.port = self.sock.getsockname()[:2]
+        if self.api is not None:
+            self.api.workers.start()
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="web",
                                         daemon=True)
         self._thread.start()
         log.info("web: kiosk page at %s/", self.url)
+        if self.api is not None:
+            log.info("web: classify API at %s/api/v1/classify (%d workers)", self.url, self.config.api.workers)
 
     def stop(self) -> None:
         self.server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(timeout=5.0)
+        if self.api is not None:
+            self.api.workers.stop()
         if self.sock is not None:
             self.sock.close()
 
     def healthy(self) -> bool:
-        return self._thread.is_alive() or not self._thread.ident
+        """The server thread and, with the classify API on, every API worker alive (or not started yet)."""
+        server = self._thread.is_alive() or not self._thread.ident
+        return server and (self.api is None or self.api.workers.alive())
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -3,6 +3,8 @@
 Requests from 127.0.0.1 (or ::1) need no token. Any other client — another host, or even another
 loopback address such as 127.0.0.2 — needs ``web.remote.enabled`` and the token, as
 ``Authorization: Bearer …`` or the cookie the login form sets (``/login``). Without it: 401.
+The classify API (``classify.py``) has a token of its own that every caller needs, loopback included;
+that token also opens its OpenAPI description, ``/api/v1/openapi.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.requests import HTTPConnection
 
 from ...config import DoorLink
+from .classify import PATH as CLASSIFY_PATH
+from .classify import ClassifyApi, add_routes
 from .live import Channel, LiveFeed, offline_status
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,7 @@ STATIC = Path(__file__).parent / "static"
 COOKIE = "maskgate_session"
 LOCAL_CLIENTS = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 OPEN_PATHS = ("/login", "/static/", "/favicon.ico")
+OPENAPI_PATH = "/api/v1/openapi.json"
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -104,8 +109,10 @@ class DoorRelay:
             backoff = min(backoff * 2, 10.0)
 
 
-def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLink]) -> FastAPI:
-    """The web app; ``feed.channel`` is the local door, ``doors`` the ones on the multi-door page."""
+def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLink],
+               api: ClassifyApi | None = None) -> FastAPI:
+    """The web app; ``feed.channel`` is the local door, ``doors`` the ones on the multi-door page, ``api`` the
+    classify API (None: off)."""
     guard = Guard(token)
     local = feed.channel
     relays = [DoorRelay(link, Channel()) for link in doors]
@@ -121,12 +128,15 @@ def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLin
             if relay.task is not None:
                 relay.task.cancel()
 
-    app = FastAPI(title="maskgate", version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = FastAPI(title="maskgate", version="1", docs_url=None, redoc_url=None, openapi_url=OPENAPI_PATH,
+                  lifespan=lifespan)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.middleware("http")
     async def require_token(request: Request, call_next):
-        if request.url.path.startswith(OPEN_PATHS) or guard.allows(request):
+        path = request.url.path
+        if (path.startswith(OPEN_PATHS) or path == CLASSIFY_PATH or guard.allows(request)
+                or (path == OPENAPI_PATH and api is not None and api.authorized(request))):
             return await call_next(request)
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": "token required"}, status_code=401,
@@ -135,6 +145,10 @@ def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLin
 
     def page(name: str) -> FileResponse:
         return FileResponse(STATIC / name, headers=NO_STORE)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_moved():
+        return RedirectResponse(OPENAPI_PATH, status_code=308)
 
     @app.get("/", include_in_schema=False)
     def kiosk():
@@ -214,6 +228,7 @@ def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLin
         if serving in done and serving.exception() is None and listening not in done:
             await _close_quietly(websocket)  # it stopped reading
 
+    add_routes(app, api)
     return app
 
 
