@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-load", type=int, default=8, metavar="N", help="concurrent clients (default 8)")
     parser.add_argument("--workers", type=int, default=1, help="web.api.workers (default 1)")
     parser.add_argument("--queue", type=int, default=4, help="web.api.queue (default 4)")
+    parser.add_argument("--camera-fps", type=float, help="pace the scene like a camera (default: unpaced, flat out)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     report = {}
@@ -83,10 +84,10 @@ def main(argv: list[str] | None = None) -> None:
         cv2.imwrite(str(image), door_scene(masked=False))
         for count in (0, args.api_load):
             processes: list[subprocess.Popen] = []
-            config = bench_config(Path(folder) / f"state{count}")
+            config = bench_config(Path(folder) / f"state{count}", camera_fps=args.camera_fps)
             config.web = WebConfig(port=0, api={"enabled": True, "token": TOKEN, "rate_per_minute": 100_000,
                                                 "workers": args.workers, "queue": args.queue})
-            result = soak(config, seconds=args.seconds, setup=api_clients(count, args.seconds, image, processes))
+            result = soak(config, seconds=args.seconds, paced=args.camera_fps is not None, setup=api_clients(count, args.seconds, image, processes))
             answers = [json.loads(p.communicate(timeout=60)[0] or "{}") for p in processes]
             statuses = {int(k): v for counts in answers for k, v in counts.items()}
             report[f"{count}_clients"] = {"loop_fps": result["loop_fps"], "api_answers": statuses,

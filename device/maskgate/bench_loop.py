@@ -30,12 +30,12 @@ def current_rss_mb() -> float:
         return int(f.read().split()[1]) * PAGE_BYTES / 2**20
 
 
-def soak(config: Config, *, seconds: float, rss_every: float = 5.0, setup=None) -> dict:
+def soak(config: Config, *, seconds: float, rss_every: float = 5.0, setup=None, paced: bool = False) -> dict:
     """Run the App for ``seconds``; ``setup(app)`` may attach more (viewers, a broker) before it starts."""
     # Bounded samples, so the benchmark's own bookkeeping does not show up as the daemon's memory growth.
     stages: dict[str, deque] = {"detect_ms": deque(maxlen=20_000), "classify_ms": deque(maxlen=20_000)}
     rss: list[tuple[float, float]] = []
-    app = App(config, open_source=lambda: make_source(config.camera, paced=False))
+    app = App(config, open_source=lambda: make_source(config.camera, paced=paced))
     if setup is not None:
         setup(app)
 
@@ -76,9 +76,10 @@ def soak(config: Config, *, seconds: float, rss_every: float = 5.0, setup=None) 
     }
 
 
-def bench_config(state_dir: Path) -> Config:
+def bench_config(state_dir: Path, *, camera_fps: float | None = None) -> Config:
+    """The daemon on the built-in scene: unpaced (as fast as it goes), or paced at ``camera_fps`` like a camera."""
     return Config.model_validate({
-        "camera": {"backend": "scenes", "replay_loop": True},
+        "camera": {"backend": "scenes", "replay_loop": True, "replay_fps": camera_fps or 10.0},
         "gpio": {"pin_factory": "mock"},
         "events": {"state_dir": str(state_dir)},
         "web": {"port": 0},  # the kiosk server runs, as it does by default, on a free port

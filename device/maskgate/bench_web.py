@@ -57,15 +57,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="per run (default 30)")
     parser.add_argument("--viewers", type=int, default=3)
     parser.add_argument("--preview-fps", type=float, default=10.0)
+    parser.add_argument("--camera-fps", type=float, help="pace the scene like a camera (default: unpaced, flat out)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     report = {}
     for count in (0, args.viewers):
         processes: list[subprocess.Popen] = []
         with tempfile.TemporaryDirectory() as state:
-            config = bench_config(Path(state))
+            config = bench_config(Path(state), camera_fps=args.camera_fps)
             config.web.port, config.web.preview_fps = 0, args.preview_fps
-            result = soak(config, seconds=args.seconds, setup=viewers(count, args.seconds, processes))
+            result = soak(config, seconds=args.seconds, paced=args.camera_fps is not None, setup=viewers(count, args.seconds, processes))
         received = [int(p.communicate(timeout=30)[0] or 0) for p in processes]
         report[f"{count}_viewers"] = {"loop_fps": result["loop_fps"], "messages_per_viewer": received,
                                       "peak_rss_mb": result["peak_rss_mb"]}
