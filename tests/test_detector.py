@@ -14,6 +14,7 @@ import pytest
 from conftest import ASTRONAUT_FACE
 
 from maskgate.errors import FrameError, ModelError
+from maskgate.sources.scenes import door_scene
 from maskgate.vision.detector import KEYPOINT_NAMES, FaceDetector, default_model_path, iou
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -237,3 +238,36 @@ def test_masked_and_bare_close_up_photos(detector, label):
     assert len(photos) == 60
     found = sum(bool(detector.detect(cv2.imread(str(p)))) for p in photos)
     assert found >= 0.9 * len(photos), f"{label}: a face in {found} of {len(photos)} photos"
+
+
+class CountingNet:
+    """Stands in for the OpenCV detector object and counts its passes."""
+
+    def __init__(self, net):
+        self.net, self.passes = net, 0
+
+    def setInputSize(self, size):  # noqa: N802 - OpenCV's name
+        self.net.setInputSize(size)
+
+    def detect(self, image):
+        self.passes += 1
+        return self.net.detect(image)
+
+
+def test_small_masked_face_missed_by_the_first_pass_is_found_by_the_centre_zoom():
+    frame = door_scene(face_height_px=40, masked=True)  # 40 px face: ~20 px in the 320 px pass
+    assert FaceDetector(centre_zoom=False).detect(frame) == []
+    (face,) = FaceDetector().detect(frame)
+    assert abs(centre(face.box)[0] - 320) < 15 and abs(centre(face.box)[1] - 240) < 20
+    assert 25 < face.height < 60
+    nose_x, nose_y = face.keypoints[2]
+    assert face.box[0] < nose_x < face.box[2] and face.box[1] < nose_y < face.box[3]
+
+
+def test_a_face_found_in_the_first_pass_costs_one_pass_and_an_empty_frame_two(no_face_photo):
+    detector = FaceDetector()
+    detector._net = counting = CountingNet(detector._net)
+    assert len(detector.detect(door_scene(face_height_px=120, masked=True))) == 1
+    assert counting.passes == 1
+    assert detector.detect(no_face_photo) == []
+    assert counting.passes == 3

