@@ -39,6 +39,24 @@ def detector():
 
 
 @pytest.fixture(scope="session")
+def core(detector, tiny_bundles):
+    """The real detector with the tiny colour model: a strongly blue mask is with_mask, bare skin without_mask."""
+    from maskgate.vision.classifier import MaskClassifier
+    from maskgate.vision.core import InferenceCore
+
+    return InferenceCore(detector, MaskClassifier(tiny_bundles["int8"]))
+
+
+@pytest.fixture(scope="session")
+def scenes() -> dict[str, np.ndarray]:
+    """Door scenes for ``core``: masked, bare, a far (60 px) face, nobody."""
+    from maskgate.sources.scenes import door_scene
+
+    return {"masked": door_scene(masked=True, mask_bgr=(255, 60, 0)), "bare": door_scene(masked=False),
+            "far": door_scene(face_height_px=60), "empty": np.full((480, 640, 3), 90, np.uint8)}
+
+
+@pytest.fixture(scope="session")
 def tiny_bundles(tmp_path_factory) -> dict[str, Path]:
     """One colour-model bundle per quantisation: float32, int8, uint8."""
     root = tmp_path_factory.mktemp("bundles")

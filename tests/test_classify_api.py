@@ -22,19 +22,11 @@ from maskgate.config import Config, load_config
 from maskgate.errors import ConfigError
 from maskgate.messages import FrameProcessed
 from maskgate.sources.scenes import door_scene
-from maskgate.vision.classifier import MaskClassifier
-from maskgate.vision.core import InferenceCore
 from web_rig import TOKEN, SceneCamera, running, wait_for
 
 API_TOKEN = "api-token-0123456789abcdef"
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
 BOUNDARY = "maskgate-test-boundary"
-
-
-@pytest.fixture(scope="module")
-def core(detector, tiny_bundles):
-    # The tiny colour model calls a strongly blue drawn mask with_mask and bare skin without_mask.
-    return InferenceCore(detector, MaskClassifier(tiny_bundles["int8"]))
 
 
 @pytest.fixture(scope="module")

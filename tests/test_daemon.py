@@ -26,23 +26,10 @@ from maskgate.hardware.notify import Notifier
 from maskgate.messages import DoorChanged, FrameProcessed
 from maskgate.records.events import EventLog
 from maskgate.sources import EndOfStream, Frame, ReplaySource, SourceError
-from maskgate.sources.scenes import door_scene
-from maskgate.vision.core import FrameResult, InferenceCore
+from maskgate.vision.core import FrameResult
 from maskgate.vision.classifier import MaskClassifier
 
 RELAY, GREEN, RED, BUZZER = 17, 27, 22, 24
-
-
-@pytest.fixture(scope="module")
-def core(detector, tiny_bundles):
-    # The tiny colour model calls a strongly blue drawn mask with_mask and bare skin without_mask.
-    return InferenceCore(detector, MaskClassifier(tiny_bundles["int8"]))
-
-
-@pytest.fixture(scope="module")
-def scenes():
-    return {"masked": door_scene(masked=True, mask_bgr=(255, 60, 0)), "bare": door_scene(masked=False),
-            "far": door_scene(face_height_px=60), "empty": np.full((480, 640, 3), 90, np.uint8)}
 
 
 def make_config(tmp_path, **sections) -> Config:

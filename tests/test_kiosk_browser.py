@@ -9,17 +9,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from maskgate.access.controller import Release
-from maskgate.sources.scenes import door_scene
-from maskgate.vision.classifier import MaskClassifier
-from maskgate.vision.core import InferenceCore
 from web_rig import TOKEN, SceneCamera, running, wait_for, web_config
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -79,17 +74,6 @@ def title(driver) -> str:
 
 def frames(driver, selector="[data-role=preview]") -> int:
     return int(driver.execute_script(f'return document.querySelector("{selector}").dataset.frames || 0'))
-
-
-@pytest.fixture(scope="module")
-def core(detector, tiny_bundles):
-    return InferenceCore(detector, MaskClassifier(tiny_bundles["int8"]))
-
-
-@pytest.fixture(scope="module")
-def scenes():
-    return {"masked": door_scene(masked=True, mask_bgr=(255, 60, 0)), "bare": door_scene(masked=False),
-            "empty": np.full((480, 640, 3), 90, np.uint8)}
 
 
 @pytest.mark.parametrize("size", list(SIZES))

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
@@ -32,9 +31,8 @@ from maskgate.errors import ConfigError
 from maskgate.messages import FrameProcessed
 from maskgate.records.events import EventLog
 from maskgate.sources import ReplaySource
-from maskgate.sources.scenes import door_scene
 from maskgate.vision.classifier import MaskClassifier
-from maskgate.vision.core import FrameResult, InferenceCore
+from maskgate.vision.core import FrameResult
 
 RELAY = 17
 NODE = "front"
@@ -199,16 +197,6 @@ def retained(port: int, **kwargs) -> dict[str, bytes]:
 
 
 # --- the daemon ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def core(detector, tiny_bundles):
-    return InferenceCore(detector, MaskClassifier(tiny_bundles["int8"]))
-
-
-@pytest.fixture(scope="module")
-def scenes():
-    return {"masked": door_scene(masked=True, mask_bgr=(255, 60, 0)), "empty": np.full((480, 640, 3), 90, np.uint8)}
-
-
 def paced(frames, *, loop: bool, fps: float = 20):
     def open_source():
         source = ReplaySource(lambda: iter(frames), fps=fps, loop=loop)

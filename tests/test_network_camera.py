@@ -25,8 +25,6 @@ from maskgate.records.events import EventLog
 from maskgate.sources import SourceError, make_source
 from maskgate.sources.network import NetworkSource
 from maskgate.sources.scenes import door_scene
-from maskgate.vision.classifier import MaskClassifier
-from maskgate.vision.core import InferenceCore
 
 SERVERS = Path(__file__).with_name("stream_servers.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -127,12 +125,6 @@ def clip(tmp_path_factory, stream_tools) -> Path:
     subprocess.run([*ffmpeg, "-i", root / "clip.mp4", "-q:v", "4", root / "frames" / "%05d.jpg"], check=True)
     assert len(list((root / "frames").glob("*.jpg"))) == 80
     return root
-
-
-@pytest.fixture(scope="module")
-def core(detector, tiny_bundles):
-    # The tiny colour model calls a strongly blue mask with_mask and bare skin without_mask.
-    return InferenceCore(detector, MaskClassifier(tiny_bundles["int8"]))
 
 
 def wait_for(condition, seconds: float, what: str) -> None:

@@ -11,7 +11,6 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import numpy as np
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
@@ -20,22 +19,7 @@ from maskgate.config import Config, load_config
 from maskgate.errors import ConfigError
 from maskgate.messages import FrameProcessed
 from maskgate.services.web.live import screen
-from maskgate.sources.scenes import door_scene
-from maskgate.vision.classifier import MaskClassifier
-from maskgate.vision.core import FrameResult, InferenceCore
 from web_rig import TOKEN, SceneCamera, running, wait_for, web_config
-
-
-@pytest.fixture(scope="module")
-def core(detector, tiny_bundles):
-    # The tiny colour model calls a strongly blue drawn mask with_mask and bare skin without_mask.
-    return InferenceCore(detector, MaskClassifier(tiny_bundles["int8"]))
-
-
-@pytest.fixture(scope="module")
-def scenes():
-    return {"masked": door_scene(masked=True, mask_bgr=(255, 60, 0)), "bare": door_scene(masked=False),
-            "empty": np.full((480, 640, 3), 90, np.uint8)}
 
 
 def get(web, path, *, source="127.0.0.1", headers=None, method="GET", body=None):
