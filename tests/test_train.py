@@ -15,12 +15,15 @@ from maskgate.sources.scenes import door_scene
 from maskgate_train.cli import main as train_cli
 from maskgate_train.dataset import add_synthetic, load_prepared
 from maskgate_train.errors import DataError
-from maskgate_train.evaluate import choose_threshold, granted
+from maskgate_train.evaluate import choose_threshold, granted, held_out_threshold, tradeoff
 from maskgate_train.prepare import dhash, read_voc, split_of
 from maskgate_train.recipe import run_evaluate, run_export, run_holdout, run_prepare, run_train
 from maskgate_train.train import Hyperparameters, find_imagenet_weights
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TEMPLATES = SHARED_DATA / "mask-templates"
+needs_templates = pytest.mark.skipif(not (TEMPLATES / "masks" / "masks.cfg").is_file(),
+                                     reason="../shared/data/mask-templates is not beside the repository")
 MASKS = [(235, 215, 170), (250, 250, 250), (40, 40, 40), (200, 120, 60), (120, 200, 240)]
 
 
@@ -54,6 +57,10 @@ def tiny_data(tmp_path_factory) -> Path:
         cv2.imwrite(str(scenes / "images" / f"s{i}.jpg"), variant(rng, masked=masked))
         name = "with_mask" if masked else "mask_weared_incorrect" if i % 4 == 1 else "without_mask"
         write_voc(scenes / "annotations" / f"s{i}.xml", f"s{i}.jpg", [(name, (215, 130, 425, 340))])
+    research = root / "research" / "unlicensed" / "with_mask"
+    research.mkdir(parents=True)
+    for i in range(6):
+        cv2.imwrite(str(research / f"r{i}.jpg"), variant(rng, masked=True))
     return root
 
 
@@ -67,10 +74,12 @@ def write_voc(path: Path, filename: str, objects) -> None:
 @pytest.fixture(scope="module")
 def prepared(tiny_data, tmp_path_factory) -> tuple[Path, dict]:
     work = tmp_path_factory.mktemp("work")
-    return work, run_prepare(tiny_data, work, sources=["scenes", "tiny"], input_size=96, margin=0.2)
+    return work, run_prepare(tiny_data, work, sources=["scenes", "tiny"], input_size=96, margin=0.2,
+                             heldout_sources=["unlicensed"])
 
 
 @pytest.mark.slow
+@needs_templates
 def test_prepare_train_evaluate_holdout_export_and_load_on_the_device(prepared, tmp_path):
     work, summary = prepared
     bundle = tmp_path / "bundle"
@@ -83,19 +92,25 @@ def test_prepare_train_evaluate_holdout_export_and_load_on_the_device(prepared, 
     assert not (groups["train"] & groups["test"]) and not (groups["train"] & groups["val"])
 
     hp = Hyperparameters(head_epochs=1, fine_tune_epochs=1, batch_size=16)
-    trained = run_train(work, bundle, hp=hp, weights=None, progress=False)
+    trained = run_train(work, bundle, hp=hp, weights=None, templates=TEMPLATES, progress=False)
     assert trained["synthetic_incorrect_mask"] > 0 and (bundle / "curves.png").is_file()
+    unseen = run_holdout(work, source="scenes", hp=hp, weights=None, templates=TEMPLATES, progress=False)
+    n_scenes = sum(r["source"] == "scenes" for s in ("train", "val", "test") for r in splits[s].rows)
+    assert n_scenes >= 10, "12 scene faces, less any near duplicates"
+    assert unseen["crops"] == n_scenes and sum(c["support"] for c in unseen["float"]["per_class"].values()) == n_scenes
     evaluated = run_evaluate(work, bundle)
     assert 0.5 <= evaluated["threshold"] < 1
-    unseen = run_holdout(work, source="scenes", hp=hp, weights=None, progress=False)
-    assert unseen["crops"] == 12 and sum(c["support"] for c in unseen["float"]["per_class"].values()) == 12
+    assert evaluated["threshold_basis"] == "bare faces granted ≤ 1% on the measure-only sources: unlicensed"
+    assert set(evaluated["held_out"]) == {"scenes", "unlicensed"}
+    assert (bundle / "tradeoff.png").is_file()
     metadata = run_export(work, bundle)
     # One epoch from scratch is nearly uniform, so compare probabilities rather than argmax labels.
     assert metadata["metrics"]["parity"]["max_abs_prob_difference"] < 0.05
-    assert metadata["metrics"]["leave_one_source_out"]["scenes"]["crops"] == 12
+    assert metadata["metrics"]["leave_one_source_out"]["scenes"]["crops"] == n_scenes
     for name in ("classifier.tflite", "metadata.json", "report.md", "report.json", "confusion.png"):
         assert (bundle / name).is_file(), name
-    assert "Leave one source out" in (bundle / "report.md").read_text()
+    report = (bundle / "report.md").read_text()
+    assert "| scenes | trained without it |" in report and "| unlicensed | shipped recipe |" in report
 
     classifier = MaskClassifier(bundle)
     assert classifier.metadata.quantisation == "int8" and classifier.input_size == 96
@@ -104,22 +119,32 @@ def test_prepare_train_evaluate_holdout_export_and_load_on_the_device(prepared, 
     assert sum(prediction.probs.values()) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_measure_only_sources_are_held_out_and_never_reach_training(prepared):
+    splits = load_prepared(prepared[0])
+    assert [r["source"] for r in splits["heldout"].rows] == ["unlicensed"] * len(splits["heldout"].labels)
+    assert len(splits["heldout"].labels) >= 5
+    assert all(r["source"] != "unlicensed" for s in ("train", "val", "test") for r in splits[s].rows)
+    assert all(len(r["landmarks"].split()) == 10 for r in splits["train"].rows if r["method"] == "detector")
+
+
 def test_holdout_of_an_unknown_source_is_named(prepared):
     with pytest.raises(DataError, match="no crops from source 'nowhere'"):
-        run_holdout(prepared[0], source="nowhere", hp=Hyperparameters(), weights=None)
+        run_holdout(prepared[0], source="nowhere", hp=Hyperparameters(), weights=None, templates=None)
 
 
-def test_synthetic_masks_come_in_pairs_that_differ_only_in_where_the_mask_sits(prepared):
+@needs_templates
+def test_template_masks_go_on_bare_training_faces_only_and_keep_their_placement(prepared):
     train = load_prepared(prepared[0])["train"]
-    merged, counts = add_synthetic(train, seed=0)
-    n, k = len(train.labels), counts["synthetic_incorrect_mask"]
-    assert k > 0 and counts["synthetic_with_mask"] == k
-    assert merged.labels[n:n + k].tolist() == [LABELS.index("incorrect_mask")] * k
-    assert merged.labels[n + k:n + 2 * k].tolist() == [LABELS.index("with_mask")] * k
-    assert merged.rows[n]["made_from"] == merged.rows[n + k]["made_from"]
-    original = train.images[[r["path"] for r in train.rows].index(merged.rows[n]["made_from"])].astype(int)
-    first_changed_row = lambda image: np.flatnonzero(np.abs(image.astype(int) - original).sum(axis=(1, 2)))[0]
-    assert first_changed_row(merged.images[n + k]) < first_changed_row(merged.images[n]), "over the nose starts higher"
+    merged, counts = add_synthetic(train, seed=0, templates=TEMPLATES)
+    n = len(train.labels)
+    assert counts["synthetic_incorrect_mask"] > 0 and counts["synthetic_with_mask"] > 0
+    bare = {r["path"] for r in train.rows if r["label"] == "without_mask"}
+    made = merged.rows[n:]
+    assert all(r["source"] == "synthetic" and r["made_from"] in bare for r in made)
+    wrong = [LABELS[k] for k, r in zip(merged.labels[n:], made) if r["placement"] in ("below_nose", "chin")]
+    assert wrong and set(wrong) == {"incorrect_mask"}
+    assert {LABELS[k] for k, r in zip(merged.labels[n:], made) if r["placement"] == "correct"} == {"with_mask"}
+    assert not any(r["template"].startswith("gas") for r in made if r["placement"] != "correct" and "template" in r)
 
 
 def test_threshold_grants_at_most_half_a_percent_of_validation_faces_without_a_mask():
@@ -130,6 +155,45 @@ def test_threshold_grants_at_most_half_a_percent_of_validation_faces_without_a_m
     threshold = choose_threshold(probs, labels)
     assert granted(probs[labels != 0], threshold).mean() <= 0.005
     assert granted(probs[labels == 0], threshold).mean() > 0
+
+
+def test_bare_only_threshold_holds_bare_faces_and_ignores_incorrect_masks():
+    rng = np.random.default_rng(2)
+    labels = np.array([0] * 500 + [1] * 400 + [2] * 100)
+    # Incorrect masks score like masks; bare faces score low.
+    p_with = np.select([labels == 1], [rng.uniform(0.0, 0.7, labels.size)], rng.uniform(0.6, 1.0, labels.size))
+    probs = np.stack([p_with, (1 - p_with) * 0.7, (1 - p_with) * 0.3], axis=1)
+    threshold = choose_threshold(probs, labels, max_rate=0.01, bare_only=True)
+    assert granted(probs[labels == 1], threshold).mean() <= 0.01
+    assert threshold < choose_threshold(probs, labels, max_rate=0.01), "incorrect masks do not push it up"
+    assert granted(probs[labels == 0], threshold).mean() > 0.5
+
+
+def test_held_out_threshold_pools_sources_and_checks_each_on_a_threshold_chosen_without_it():
+    rng = np.random.default_rng(1)
+
+    def source(n_masked, n_bare, n_incorrect, incorrect_high):
+        labels = np.array([0] * n_masked + [1] * n_bare + [2] * n_incorrect)
+        p_with = np.select([labels == 0, labels == 1], [rng.beta(8, 1, labels.size), rng.beta(1, 8, labels.size)],
+                           rng.beta(incorrect_high, 2, labels.size))
+        rest = 1 - p_with
+        share = np.where(labels == 2, 0.2, 0.8)
+        return np.stack([p_with, rest * share, rest * (1 - share)], axis=1), labels
+
+    held_out = {"a": source(400, 400, 50, 2), "b": source(300, 100, 150, 6), "c": source(500, 0, 0, 2)}
+    threshold, nested = held_out_threshold(held_out)
+    probs = np.concatenate([p for p, _ in held_out.values()])
+    labels = np.concatenate([y for _, y in held_out.values()])
+    assert granted(probs[labels != 0], threshold).mean() <= 0.005
+    assert threshold > choose_threshold(*held_out["a"]), "source b's incorrect masks score high: the pool must see them"
+    assert set(nested) == {"a", "b", "c"}
+    without_b = [np.concatenate([held_out[s][i] for s in "ac"]) for i in (0, 1)]
+    assert nested["b"]["threshold"] == pytest.approx(choose_threshold(*without_b))
+    assert nested["b"]["false_grant_rate"] > 0.005, "a threshold chosen without b does not hold on b"
+    curve = tradeoff(probs, labels, [0.5, threshold, 0.99])
+    assert [r["masked_granted"] for r in curve] == sorted((r["masked_granted"] for r in curve), reverse=True)
+    assert curve[1]["not_masked_granted"] <= 0.005 < curve[0]["not_masked_granted"]
+    assert curve[0]["incorrect_granted"] > curve[0]["bare_granted"]
 
 
 def test_dhash_sees_near_duplicates_but_not_different_photos():

@@ -10,11 +10,14 @@ from pathlib import Path
 from maskgate.vision.classifier import LABELS, default_bundle_dir
 from maskgate.errors import MaskgateError
 
+from .errors import DataError
 from .recipe import run_evaluate, run_export, run_holdout, run_prepare, run_train
 from .train import Hyperparameters, find_imagenet_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SOURCES = ["scenes", "chandrikadeb7"]  # prajnasb states no licence: experiments only
+DEFAULT_SOURCES = ["scenes", "chandrikadeb7"]  # licensed: may train the shipped model
+HELDOUT_SOURCES = ["ilc2021", "dsmasters", "rmfd"]  # research/, no licence: measured, never trained on
+DEFAULT_TEMPLATES = REPO_ROOT.parent / "shared" / "data" / "mask-templates"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,12 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data",
                            help="data root with faces/<source>/<class>/ and scenes/ (default ../shared/data)")
             p.add_argument("--sources", nargs="+", default=DEFAULT_SOURCES, metavar="NAME")
+            p.add_argument("--heldout-sources", nargs="*", default=HELDOUT_SOURCES, metavar="NAME",
+                           help="research/<NAME> sets cropped for measuring only, never for training")
             p.add_argument("--input-size", type=int, default=128, choices=range(64, 225), metavar="PX")
             p.add_argument("--margin", type=float, default=0.2)
         if model:
             p.add_argument("--keras-home", type=Path, default=REPO_ROOT.parent / "shared" / "keras",
                            help="folder with models/<ImageNet .h5> (default ../shared/keras)")
             p.add_argument("--no-imagenet", action="store_true", help="train from scratch (tests only)")
+            p.add_argument("--templates", type=Path, default=DEFAULT_TEMPLATES,
+                           help="MaskTheFace mask templates for synthetic masks (default ../shared/data/mask-templates)")
             p.add_argument("--head-epochs", type=int, default=Hyperparameters.head_epochs)
             p.add_argument("--fine-tune-epochs", type=int, default=Hyperparameters.fine_tune_epochs)
         p.add_argument("--bundle", type=Path, default=default_bundle_dir(), help="model bundle directory to write")
@@ -46,11 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     common(steps.add_parser("export", help="int8 TFLite bundle + report (with any leave-one-source-out results)"))
     everything = steps.add_parser("all", help="prepare, train, evaluate, [holdout] and export in one go")
     common(everything, data=True, model=True)
-    everything.add_argument("--holdout", action="append", default=[], metavar="SOURCE",
-                            help="also train without SOURCE and test on all of it, before export (e.g. scenes)")
+    everything.add_argument("--holdout", nargs="*", default=None, metavar="SOURCE",
+                            help="sources to leave out one at a time (train without, test on all of it) before the "
+                                 "threshold is chosen; default every training source")
     holdout = steps.add_parser("holdout", help="train without one source, test on all of it (unseen-photo figure)")
     common(holdout, model=True)
     holdout.add_argument("--source", required=True, help="the source to hold out, e.g. scenes")
+
+    detectors = steps.add_parser("detectors", help="compare face detectors on the shared data (docs/detectors.md)")
+    detectors.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    detectors.add_argument("--every", type=int, default=1, metavar="N", help="use every N-th photo of each set")
+    detectors.add_argument("--json", type=Path, metavar="FILE", help="also write the raw figures here")
 
     collect = steps.add_parser("collect", help="save face crops from a camera or video for retraining")
     collect.add_argument("source", help="camera index (0), /dev/videoN, auto, picamera2, scenes (the demo), "
@@ -65,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> dict | int:
+def run(args: argparse.Namespace) -> dict | int | str:
+    if args.step == "detectors":
+        from .detectors import report
+
+        return report(args.data, every=args.every, json_path=args.json)
     if args.step == "collect":
         from .collect import collect
 
@@ -75,18 +92,23 @@ def run(args: argparse.Namespace) -> dict | int:
     if args.step in ("train", "all", "holdout"):
         weights = None if args.no_imagenet else find_imagenet_weights(args.keras_home)
         hp = Hyperparameters(head_epochs=args.head_epochs, fine_tune_epochs=args.fine_tune_epochs)
+        if not (args.templates / "masks" / "masks.cfg").is_file():
+            raise DataError(f"{args.templates}: mask templates not found (masks/masks.cfg)")
     if args.step == "holdout":
-        return run_holdout(args.work_dir, source=args.source, hp=hp, weights=weights)["float"]
+        return run_holdout(args.work_dir, source=args.source, hp=hp, weights=weights, templates=args.templates)["float"]
     result = {}
     if args.step in ("prepare", "all"):
-        result["prepare"] = run_prepare(args.data, args.work_dir, sources=args.sources,
-                                        input_size=args.input_size, margin=args.margin)
+        result["prepare"] = run_prepare(args.data, args.work_dir, sources=args.sources, input_size=args.input_size,
+                                        margin=args.margin, heldout_sources=args.heldout_sources)
     if args.step in ("train", "all"):
-        result["train"] = run_train(args.work_dir, args.bundle, hp=hp, weights=weights, exclude_sources=excluded)
+        result["train"] = run_train(args.work_dir, args.bundle, hp=hp, weights=weights, templates=args.templates,
+                                    exclude_sources=excluded)
+    if args.step == "all":
+        for source in args.sources if args.holdout is None else args.holdout:
+            result[f"holdout-{source}"] = run_holdout(args.work_dir, source=source, hp=hp, weights=weights,
+                                                      templates=args.templates)["seconds"]
     if args.step in ("evaluate", "all"):
         result["evaluate"] = {"threshold": run_evaluate(args.work_dir, args.bundle, exclude_sources=excluded)["threshold"]}
-    for source in getattr(args, "holdout", []):
-        result[f"holdout-{source}"] = run_holdout(args.work_dir, source=source, hp=hp, weights=weights)["float"]
     if args.step in ("export", "all"):
         result["export"] = run_export(args.work_dir, args.bundle, exclude_sources=excluded)["metrics"]["parity"]
     return result
@@ -101,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    print(json.dumps(result, indent=2, default=str) if isinstance(result, dict) else f"saved {result} crops")
+    if isinstance(result, str):
+        print(result)
+    else:
+        print(json.dumps(result, indent=2, default=str) if isinstance(result, dict) else f"saved {result} crops")
     return 0
 
 

@@ -3,8 +3,8 @@
 Sources are class folders (``faces/<source>/<class>/*.jpg``) and scene photos with Pascal-VOC face
 boxes (``scenes/images`` + ``scenes/annotations``). Every crop goes through
 ``maskgate.vision.detector.FaceDetector`` and ``maskgate.vision.crop.crop_face``. Where the detector finds no face
-the fallback is, in order: pad the picture and retry (tight crops), then the annotated box (scenes)
-or a centre crop (class folders); the manifest records which method made each crop.
+the fallback is the annotated box (scenes) or a centre crop (class folders); the manifest records which
+method made each crop.
 Exact and near duplicates (64-bit difference hash within ``NEAR_DUPLICATE_BITS``) with the same label
 are dropped across all sources; the split is by source photo (near duplicates with different labels
 share one), so every crop of one photo lands in one split. Photos holding a real ``incorrect_mask``
@@ -31,8 +31,10 @@ from maskgate.errors import FrameError
 from maskgate.vision.frames import IMAGE_SUFFIXES, read_image
 
 from .errors import DataError
+from .synthetic import points_in_crop
 
-VOC_LABELS = {"with_mask": "with_mask", "without_mask": "without_mask", "mask_weared_incorrect": "incorrect_mask"}
+VOC_LABELS = {"with_mask": "with_mask", "without_mask": "without_mask", "mask_weared_incorrect": "incorrect_mask",
+              "with_incorrect_mask": "incorrect_mask"}
 MIN_SCENE_FACE_PX = 16  # smaller annotated faces hold too little to learn from
 NEAR_DUPLICATE_BITS = 4
 SPLIT_FRACTIONS = (0.8, 0.1)  # train, validation; the rest is test
@@ -45,25 +47,30 @@ class CropRecord:
     path: str  # relative to the data root
     label: str
     group: str  # the source photo; all its crops share a split
-    method: str  # detector | padded | voc_box | centre
+    method: str  # detector | voc_box | centre
     face_px: float  # face height in the source picture
     split: str = ""
     dhash: str = ""
-    nose_y: float = float("nan")  # keypoints in crop pixels (nan when no detector face)
-    mouth_y: float = float("nan")
+    landmarks: str = ""  # the detector's five keypoints in crop pixels, "x y" × 5 (empty when no detector face)
 
 
-def prepare(data_root: Path, out_dir: Path, *, sources: list[str], input_size: int, margin: float) -> dict:
-    """Write ``crops.npz`` and ``manifest.csv`` into ``out_dir``; return counts for the report."""
+def prepare(data_root: Path, out_dir: Path, *, sources: list[str], input_size: int, margin: float,
+            heldout_sources: list[str] = ()) -> dict:
+    """Write ``crops.npz`` and ``manifest.csv`` into ``out_dir``; return counts for the report.
+
+    ``heldout_sources`` are ``research/<name>`` sets (VOC like ``scenes`` or class folders), cropped the
+    same way but put in the ``heldout`` split: measured, never trained on. They come after the
+    training sources, so their near duplicates of training crops are dropped."""
     detector = FaceDetector(num_threads=2)
-    padded_detector = FaceDetector(num_threads=2, pad_retry=True)
     crops: list[np.ndarray] = []
     records: list[CropRecord] = []
-    for source in sources:
-        if source == "scenes":
-            items = _scene_crops(data_root / "scenes", detector, input_size, margin)
+    folders = [(s, data_root / ("scenes" if s == "scenes" else f"faces/{s}")) for s in sources]
+    folders += [(s, data_root / "research" / s) for s in heldout_sources]
+    for source, folder in folders:
+        if (folder / "annotations").is_dir():
+            items = _scene_crops(folder, source, detector, input_size, margin)
         else:
-            items = _folder_crops(data_root / "faces" / source, source, detector, padded_detector, input_size, margin)
+            items = _folder_crops(folder, source, detector, input_size, margin)
         for crop, record in items:
             record.path = str(Path(record.path).relative_to(data_root))
             crops.append(crop)
@@ -77,7 +84,8 @@ def prepare(data_root: Path, out_dir: Path, *, sources: list[str], input_size: i
     records = [records[i] for i in keep]
     rare_groups = {r.group for r in records if r.label == "incorrect_mask"}
     for record in records:
-        record.split = split_of(record.group, RARE_SPLIT_FRACTIONS if record.group in rare_groups else SPLIT_FRACTIONS)
+        record.split = "heldout" if record.source in heldout_sources else split_of(
+            record.group, RARE_SPLIT_FRACTIONS if record.group in rare_groups else SPLIT_FRACTIONS)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez(out_dir / "crops.npz", images=np.stack(crops))
@@ -94,7 +102,7 @@ def split_of(group: str, fractions: tuple[float, float] = SPLIT_FRACTIONS) -> st
     return "train" if u < fractions[0] else "val" if u < sum(fractions) else "test"
 
 
-def _folder_crops(folder, source, detector, padded_detector, input_size, margin):
+def _folder_crops(folder, source, detector, input_size, margin):
     if not folder.is_dir():
         raise DataError(f"{folder}: source folder not found")
     for label in LABELS:
@@ -107,12 +115,10 @@ def _folder_crops(folder, source, detector, padded_detector, input_size, margin)
         for path in tqdm(files, desc=f"{source}/{label}", unit="img"):
             image = _read(path)
             method, faces = "detector", detector.detect(image)
-            if not faces:
-                method, faces = "padded", padded_detector.detect(image)
             if faces:
                 face = max(faces, key=lambda f: f.width * f.height)
                 crop = crop_face(image, face.box, size=input_size, margin=margin)
-                nose_y, mouth_y = _keypoints_in_crop(face, input_size, margin)
+                landmarks = _landmarks(face, input_size, margin)
                 face_px = face.height
             else:
                 method = "centre"
@@ -120,20 +126,19 @@ def _folder_crops(folder, source, detector, padded_detector, input_size, margin)
                 side = min(h, w) / (1 + 2 * margin)
                 box = (w / 2 - side / 2, h / 2 - side / 2, w / 2 + side / 2, h / 2 + side / 2)
                 crop = crop_face(image, box, size=input_size, margin=margin)
-                nose_y = mouth_y = float("nan")
+                landmarks = ""
                 face_px = side
             group = f"{source}/{label}/{path.stem}"
-            yield crop, CropRecord(source, str(path), label, group, method, round(face_px, 1),
-                                   nose_y=nose_y, mouth_y=mouth_y)
+            yield crop, CropRecord(source, str(path), label, group, method, round(face_px, 1), landmarks=landmarks)
 
 
-def _scene_crops(scenes, detector, input_size, margin):
+def _scene_crops(scenes, source, detector, input_size, margin):
     """Each annotated face is framed as a door camera would see it (face ≈ 1/4 of the picture),
     then found by the detector; the annotated box is the fallback."""
     annotations = sorted((scenes / "annotations").glob("*.xml"))
     if not annotations:
         raise DataError(f"{scenes / 'annotations'}: no VOC annotation files")
-    for xml_path in tqdm(annotations, desc="scenes", unit="img"):
+    for xml_path in tqdm(annotations, desc=source, unit="img"):
         image_path, boxes = read_voc(xml_path, scenes / "images")
         image = _read(image_path)
         for i, (label, box) in enumerate(boxes):
@@ -147,15 +152,15 @@ def _scene_crops(scenes, detector, input_size, margin):
             if faces:
                 face = max(faces, key=lambda f: f.score)
                 crop = crop_face(view, face.box, size=input_size, margin=margin)
-                nose_y, mouth_y = _keypoints_in_crop(face, input_size, margin)
+                landmarks = _landmarks(face, input_size, margin)
                 method = "detector"
             else:
                 crop = crop_face(image, box, size=input_size, margin=margin)
-                nose_y = mouth_y = float("nan")
+                landmarks = ""
                 method = "voc_box"
-            group = f"scenes/{image_path.stem}"
-            record = CropRecord("scenes", str(image_path), label, group, method, round(box[3] - box[1], 1),
-                                nose_y=nose_y, mouth_y=mouth_y)
+            group = f"{source}/{image_path.stem}"
+            record = CropRecord(source, str(image_path), label, group, method, round(box[3] - box[1], 1),
+                                landmarks=landmarks)
             record.path = f"{image_path}#{i}"
             yield crop, record
 
@@ -191,11 +196,9 @@ def _read(path: Path) -> np.ndarray:
         raise DataError(str(exc)) from None
 
 
-def _keypoints_in_crop(face: Face, input_size: int, margin: float) -> tuple[float, float]:
-    side = max(face.width, face.height) * (1 + 2 * margin)
-    top = (face.box[1] + face.box[3]) / 2 - side / 2
-    to_crop = input_size / side
-    return (face.keypoints[2][1] - top) * to_crop, (face.keypoints[3][1] - top) * to_crop
+def _landmarks(face: Face, input_size: int, margin: float) -> str:
+    points = points_in_crop(np.array(face.keypoints), face.box, size=input_size, margin=margin)
+    return " ".join(f"{v:.1f}" for v in points.ravel())
 
 
 def dhash(crop: np.ndarray) -> int:

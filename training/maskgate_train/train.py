@@ -24,14 +24,15 @@ WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.
 class Hyperparameters:
     alpha: float = 0.35
     batch_size: int = 64
-    head_epochs: int = 4
+    head_epochs: int = 3
     head_learning_rate: float = 1e-3
-    fine_tune_epochs: int = 14
+    fine_tune_epochs: int = 6
     fine_tune_learning_rate: float = 2e-4
     fine_tune_from: str = "block_10_expand"  # layers from here on are trained in the second phase
     dropout: float = 0.2
     label_smoothing: float = 0.05
     early_stopping_patience: int = 3
+    max_real_per_class: int = 1200  # real training crops per label (the rare class keeps all); synthetic ones come on top
     seed: int = 1234
 
 
