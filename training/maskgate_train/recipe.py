@@ -259,8 +259,7 @@ def render_report(metadata: dict) -> str:
         "",
         "All figures are on **real photos** (synthetic crops are used for training only).",
         "",
-        "Crops come from the device's own face detector (YuNet, 320 px, a second look at the centre at 2x when "
-        "the first pass finds nobody). How often each detector finds masked, bare and incorrectly masked faces, "
+        "Crops come from the device's own face detector (YuNet). How often each detector finds masked, bare and incorrectly masked faces, "
         "by face size, with its time per frame: `docs/detectors.md` (`maskgate-train detectors`).",
     ]
     held = metrics.get("held_out", {})
