@@ -212,7 +212,7 @@ def run_daemon(config: Config, *, console: bool = False) -> int:
     if console:
         from .services.console import ConsoleReporter
 
-        ConsoleReporter(app.bus)
+        ConsoleReporter(app.bus, pages=lambda: [f"{s.name}: {s.url}/" for s in app.services if getattr(s, "url", None)])
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: app.stop())
     code = app.run()
