@@ -97,3 +97,30 @@ def test_close_delivers_what_is_queued():
         bus.publish(Tick(n))
     bus.close(timeout=5)
     assert seen == list(range(200))
+
+
+def test_a_queue_that_backs_up_keeps_decisions_without_their_pixels():
+    """MQTT holds up to 1000 decisions while the broker is away: ~1 MB frames each would be ~1 GB on a Pi."""
+    import numpy as np
+
+    from maskgate.access.decider import Decision
+    from maskgate.messages import FrameProcessed, without_image
+    from maskgate.sources import Frame
+    from maskgate.vision.core import FrameResult
+
+    bus = EventBus()
+    release, seen = threading.Event(), []
+
+    def handler(message):
+        release.wait()
+        seen.append(message)
+
+    bus.subscribe(FrameProcessed, handler, name="slow", keep=without_image)
+    image = np.zeros((480, 640, 3), np.uint8)
+    result = FrameResult(width=640, height=480, faces=(), detect_ms=1.0, classify_ms=0.0)
+    for n in range(3):
+        bus.publish(FrameProcessed(Frame(image, float(n)), result, Decision("denied", "no mask", "denied"), 10.0, n))
+    release.set()
+    bus.close()
+    assert [m.frame.time for m in seen] == [0.0, 1.0, 2.0]
+    assert all(m.frame.image is None and m.decision.outcome == "denied" for m in seen)

@@ -8,7 +8,9 @@ its own thread and its own bounded queue:
   slows the publisher (the frame loop);
 - ``latest=True`` keeps only the newest message (previews, status lines: only "now" matters);
 - ``when`` filters in the publisher's thread (cheap predicates only), so a subscriber that wants one
-  frame in a thousand (decisions) is never flooded out by the other 999.
+  frame in a thousand (decisions) is never flooded out by the other 999;
+- ``keep`` maps a message to what is queued, in the publisher's thread: a queue that may back up for
+  long (MQTT while the broker is away) keeps ``messages.without_image`` copies, not ~1 MB frames.
 
 A handler that raises is logged and the subscription carries on.
 """
@@ -28,8 +30,8 @@ class Subscription:
     """One subscriber: a bounded queue drained by its own thread."""
 
     def __init__(self, name: str, types: tuple[type, ...], handler: Callable[[Any], None], *,
-                 when: Callable[[Any], bool] | None, maxlen: int):
-        self.name, self.types, self.handler, self.when = name, types, handler, when
+                 when: Callable[[Any], bool] | None, maxlen: int, keep: Callable[[Any], Any] | None = None):
+        self.name, self.types, self.handler, self.when, self.keep = name, types, handler, when, keep
         self.dropped = 0
         self._queue: deque = deque(maxlen=maxlen)
         self._ready = threading.Condition()
@@ -41,6 +43,8 @@ class Subscription:
     def offer(self, message: Any) -> None:
         if self.when is not None and not self.when(message):
             return
+        if self.keep is not None:
+            message = self.keep(message)
         with self._ready:
             if len(self._queue) == self._queue.maxlen:
                 self.dropped += 1
@@ -89,9 +93,9 @@ class EventBus:
 
     def subscribe(self, types: type | tuple[type, ...], handler: Callable[[Any], None], *, name: str,
                   when: Callable[[Any], bool] | None = None, latest: bool = False,
-                  maxlen: int = 1000) -> Subscription:
+                  maxlen: int = 1000, keep: Callable[[Any], Any] | None = None) -> Subscription:
         types = types if isinstance(types, tuple) else (types,)
-        subscription = Subscription(name, types, handler, when=when, maxlen=1 if latest else maxlen)
+        subscription = Subscription(name, types, handler, when=when, maxlen=1 if latest else maxlen, keep=keep)
         with self._lock:
             self._subscriptions = [*self._subscriptions, subscription]
         return subscription

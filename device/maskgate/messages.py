@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -62,3 +62,10 @@ class Lifecycle:
     kind: Literal["started", "stopped", "error"]
     detail: str
     time: float
+
+
+def without_image(message):
+    """A FrameProcessed with the frame's pixels dropped, for queues that may hold it for long; others as they are."""
+    if isinstance(message, FrameProcessed):
+        return replace(message, frame=replace(message.frame, image=None))
+    return message

@@ -31,7 +31,7 @@ from ..access.controller import Auto, DoorController, Unlock
 from ..bus import EventBus
 from ..config import MqttConfig
 from ..errors import ConfigError
-from ..messages import CameraChanged, DoorChanged, FrameProcessed, InputChanged
+from ..messages import CameraChanged, DoorChanged, FrameProcessed, InputChanged, without_image
 from ..records.recorder import as_event
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class MqttService:
         self._subscriptions = [
             bus.subscribe(FrameProcessed, self._on_frame, name="mqtt-state", when=self._frame_matters, latest=True),
             bus.subscribe((FrameProcessed, DoorChanged, CameraChanged, InputChanged), self._on_event,
-                          name="mqtt-events", when=_is_event, maxlen=EVENT_QUEUE_LIMIT),
+                          name="mqtt-events", when=_is_event, maxlen=EVENT_QUEUE_LIMIT, keep=without_image),
         ]
 
     # --- Service ---------------------------------------------------------------------------------
