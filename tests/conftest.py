@@ -58,6 +58,6 @@ def scenes() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def tiny_bundles(tmp_path_factory) -> dict[str, Path]:
-    """One colour-model bundle per quantisation: float32, int8, uint8."""
+    """One colour-model bundle per quantisation: float32, int8, uint8; and "nose": int8 with a nose check."""
     root = tmp_path_factory.mktemp("bundles")
-    return {q: copy_bundle(q, root / q) for q in QUANTISATIONS}
+    return {q: copy_bundle(q, root / q) for q in (*QUANTISATIONS, "nose")}

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import numpy as np
 from tiny_models import solid_crop
 
 from maskgate.vision.classifier import MaskClassifier
@@ -44,6 +45,35 @@ def test_bgr_colour_order_feeds_channels_unswapped(tiny_bundles, tmp_path):
     (bundle / "metadata.json").write_text(json.dumps({**meta, "colour_order": "BGR"}))
     (prediction,) = MaskClassifier(bundle).classify([solid_crop(BLUE)])
     assert prediction.label == "without_mask"  # blue in channel 0 is what an RGB model calls red
+
+
+# Five keypoints (right eye, left eye, nose tip, mouth right, mouth left) of a small face in the crop's centre.
+KEYPOINTS = np.array([[13, 13], [19, 13], [16, 16], [14, 19], [18, 19]], np.float32)
+
+
+def test_nose_check_looks_at_the_nose_patch_the_keypoints_locate(tiny_bundles):
+    classifier = MaskClassifier(tiny_bundles["nose"])
+    nose_out = solid_crop(BLUE)
+    nose_out[12:22, 11:21] = RED  # the nose patch around KEYPOINTS; the crop stays mostly blue
+    covered, out, elsewhere = classifier.classify([solid_crop(BLUE), nose_out, nose_out],
+                                                  [KEYPOINTS, KEYPOINTS, KEYPOINTS - 10])
+    (no_points,) = classifier.classify([nose_out])
+    assert out.label == "with_mask" and out.probs["with_mask"] > classifier.threshold
+    assert covered.nose_covered > 0.9 and out.nose_covered < 0.1
+    assert elsewhere.nose_covered > 0.5, "the patch follows the keypoints"
+    assert no_points.nose_covered is None and classifier.nose_threshold == 0.5
+
+
+def test_a_bundle_without_a_nose_check_scores_no_nose(tiny_bundles):
+    (prediction,) = MaskClassifier(tiny_bundles["int8"]).classify([solid_crop(BLUE)], [KEYPOINTS])
+    assert prediction.nose_covered is None and MaskClassifier(tiny_bundles["int8"]).nose_threshold is None
+
+
+def test_missing_nose_model_is_named(tiny_bundles, tmp_path):
+    bundle = shutil.copytree(tiny_bundles["nose"], tmp_path / "bundle")
+    (bundle / "nose.tflite").unlink()
+    with pytest.raises(ModelError, match="nose.tflite: model file not found"):
+        MaskClassifier(bundle)
 
 
 def test_empty_batch(tiny_bundles):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from maskgate.vision.crop import crop_face, normalise
+from maskgate.vision.crop import crop_face, crop_points, normalise, nose_patch
 
 
 def gradient_frame(h=100, w=200):
@@ -50,3 +50,25 @@ def test_normalise_ranges_and_colour_order():
     assert normalise(bgr, "minus_one_to_one").tolist() == [[[[-1.0, -1.0, 1.0]]]]
     with pytest.raises(ValueError):
         normalise(bgr, "imagenet")
+
+
+@pytest.mark.parametrize("box", [(120, 80, 200, 160), (-30, 150, 40, 230)])
+def test_crop_points_land_where_crop_face_puts_the_pixel(box):
+    frame = np.zeros((240, 320, 3), np.uint8)
+    x1, y1, x2, y2 = box
+    px, py = int(max(x1, 0) + 10), int(y1 + 10)
+    frame[py:py + 4, px:px + 4] = 255
+    crop = crop_face(frame, box, size=64, margin=0.2)
+    ((x, y),) = crop_points(np.array([[px + 2, py + 2]]), box, frame.shape, size=64, margin=0.2)
+    ys, xs = np.nonzero(crop[..., 0] > 100)
+    assert abs(xs.mean() + 0.5 - x) < 1 and abs(ys.mean() + 0.5 - y) < 1
+
+
+def test_nose_patch_is_centred_below_the_nose_tip_and_scales_with_the_face():
+    crop = np.zeros((128, 128, 3), np.uint8)
+    crop[70:74, 62:66] = 255  # just below the nose tip at (64, 66)
+    points = np.array([[44, 46], [84, 46], [64, 66], [50, 86], [78, 86]], np.float32)
+    patch = nose_patch(crop, points, size=60)
+    ys, xs = np.nonzero(patch[..., 0] > 100)
+    assert abs(xs.mean() - 29.5) < 2 and abs(ys.mean() - 29.5) < 3
+    assert 60 / (1.5 * 40) * 4 - 1 <= len(set(xs)) <= 60 / (1.5 * 40) * 4 + 2, "the patch spans 1.5 eye distances"

@@ -113,3 +113,15 @@ def test_a_grant_says_how_long_it_lasts():
     granted = feed(decider, [frame(person(MASKED))] * 3)[-1]
     assert granted.outcome == "granted" and granted.seconds_left == pytest.approx(5.0)
     assert decider.update(frame(person(MASKED)), 0.2 + 2.0).seconds_left == pytest.approx(3.0)
+
+
+def test_nose_check_denies_a_confident_mask_whose_nose_is_out():
+    nose_rule = Rule.from_config(config(), threshold_override=None, bundle_threshold=0.9, nose_threshold=0.6)
+    covered = FaceResult(person(MASKED).face, Prediction(MASKED, nose_covered=0.9))
+    nose_out = FaceResult(person(MASKED).face, Prediction(MASKED, nose_covered=0.3))
+    assert nose_rule.judge([covered]).outcome == "granted"
+    verdict = nose_rule.judge([nose_out])
+    assert verdict.outcome == "denied" and "cover your nose" in verdict.reason
+    assert rule(config()).judge([nose_out]).outcome == "granted", "a bundle without a nose check ignores it"
+    decider = Decider(config(), rule=nose_rule)
+    assert not any(d.unlocked for d in feed(decider, [frame(nose_out)] * 20))

@@ -33,7 +33,7 @@ from .messages import Lifecycle
 from .records.events import EventLog
 from .records.recorder import Recorder
 from .sources import files_or_video, make_source
-from .vision.classifier import MaskClassifier, default_bundle_dir, read_metadata
+from .vision.classifier import MaskClassifier, default_bundle_dir, model_files, read_metadata
 from .vision.core import InferenceCore
 from .vision.detector import FaceDetector, default_model_path
 
@@ -77,12 +77,15 @@ def build_core(config: Config) -> InferenceCore:
 
 def decision_rule(config: Config, classifier: MaskClassifier) -> Rule:
     return Rule.from_config(config.decision, threshold_override=config.classifier.threshold,
-                            bundle_threshold=classifier.threshold)
+                            bundle_threshold=classifier.threshold, nose_threshold=classifier.nose_threshold)
 
 
 def preflight(config: Config) -> None:
     """What the daemon would refuse at start beyond the schema: model files, the replay source."""
-    read_metadata(config.classifier.model_dir or default_bundle_dir())
+    bundle = config.classifier.model_dir or default_bundle_dir()
+    for path in model_files(bundle, read_metadata(bundle)):
+        if not path.is_file():
+            raise MaskgateError(f"classifier.model_dir: {path}: model file not found")
     detector = config.detector.model_path or default_model_path()
     if not Path(detector).is_file():
         raise MaskgateError(f"detector.model_path: {detector}: no such file")

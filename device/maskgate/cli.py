@@ -67,7 +67,8 @@ def _print_classify_table(record: dict) -> None:
     for i, face in enumerate(record["faces"], 1):
         x1, y1, x2, y2 = (int(v) for v in face["box"])
         print(f"  face {i}: ({x1},{y1})-({x2},{y2})  detector {face['score']:.2f}  "
-              f"{face['label']:<15} {face['confidence']:.1%}")
+              f"{face['label']:<15} {face['confidence']:.1%}"
+              + (f"  nose covered {face['nose_covered']:.1%}" if "nose_covered" in face else ""))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -20,15 +20,17 @@ class Rule:
     threshold: float
     policy: Policy = "nearest"
     min_face_px: float = 0.0
+    nose_threshold: float | None = None
 
     @classmethod
     def from_config(cls, decision: "DecisionConfig", *, threshold_override: float | None,
-                    bundle_threshold: float) -> "Rule":
+                    bundle_threshold: float, nose_threshold: float | None = None) -> "Rule":
         return cls(threshold=threshold_override or bundle_threshold, policy=decision.policy,
-                   min_face_px=decision.min_face_px)
+                   min_face_px=decision.min_face_px, nose_threshold=nose_threshold)
 
     def judge(self, faces) -> "Verdict":
-        return judge_frame(faces, threshold=self.threshold, policy=self.policy, min_face_px=self.min_face_px)
+        return judge_frame(faces, threshold=self.threshold, policy=self.policy, min_face_px=self.min_face_px,
+                           nose_threshold=self.nose_threshold)
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,10 @@ def judge_frame(
     threshold: float,
     policy: Policy = "all",
     min_face_px: float = 0.0,
+    nose_threshold: float | None = None,
 ) -> Verdict:
-    """Grant only if every face that counts is ``with_mask`` with p ≥ ``threshold``.
+    """Grant only if every face that counts is ``with_mask`` with p ≥ ``threshold`` and, where the
+    bundle has a nose check (``nose_threshold``), p(nose covered) ≥ ``nose_threshold``.
 
     Faces smaller than ``min_face_px`` (height) are too far away to count; under ``nearest``
     only the largest face counts, under ``all`` every face does.
@@ -62,6 +66,9 @@ def judge_frame(
             return Verdict("denied", "mask not clearly seen: face the camera")
         if probs.get("with_mask", 0.0) < threshold:
             return Verdict("denied", "no mask" if len(counted) == 1 else "not everyone wears a mask")
+        nose = result.prediction.nose_covered
+        if nose_threshold is not None and nose is not None and nose < nose_threshold:
+            return Verdict("denied", "mask worn incorrectly: cover your nose and mouth")
     return Verdict("granted", "mask worn")
 
 

@@ -29,6 +29,11 @@ class ConsoleReporter:
         if key == self._shown:
             return
         self._shown = key
-        labels = ", ".join(f"{fr.prediction.label} {fr.prediction.confidence:.0%}" for fr in result.faces) or "-"
+        labels = ", ".join(_describe(fr.prediction) for fr in result.faces) or "-"
         print(f"{self.clock() - self.start:6.1f}s  {decision.state:<9} relay {'OPEN  ' if self._unlocked else 'locked'}"
               f"  {decision.reason:<45} faces: {labels}", flush=True)
+
+
+def _describe(prediction) -> str:
+    nose = "" if prediction.nose_covered is None else f" (nose covered {prediction.nose_covered:.0%})"
+    return f"{prediction.label} {prediction.confidence:.0%}{nose}"

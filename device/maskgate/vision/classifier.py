@@ -1,4 +1,5 @@
-"""Mask classifier: loads a model bundle (classifier.tflite + metadata.json) and scores face crops."""
+"""Mask classifier: loads a model bundle (classifier.tflite + metadata.json, and nose.tflite when the
+bundle has a nose check) and scores face crops."""
 
 from __future__ import annotations
 
@@ -11,14 +12,26 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .crop import Normalisation, normalise
+from .crop import Normalisation, nose_patch, normalise
 from ..errors import ModelError
 from .litert import load_interpreter
 
 LABELS = ("with_mask", "without_mask", "incorrect_mask")
 MODEL_FILE = "classifier.tflite"
+NOSE_MODEL_FILE = "nose.tflite"
+NOSE_LABELS = ("nose_covered", "nose_out")
 METADATA_FILE = "metadata.json"
 DEFAULT_BUNDLE = "mask_classifier"
+
+
+class NoseCheck(BaseModel):
+    """A second model that looks only at the nose and upper lip (``crop.nose_patch``): is the nose covered?"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_size: int = Field(gt=0)
+    threshold: float = Field(ge=0.0, lt=1.0, description="min p(nose_covered) to grant")
+    quantisation: Literal["float32", "int8", "uint8"]
 
 
 class BundleMetadata(BaseModel):
@@ -34,6 +47,7 @@ class BundleMetadata(BaseModel):
     crop_margin: float = Field(ge=0.0, le=1.0)
     threshold: float = Field(gt=0.0, lt=1.0, description="min p(with_mask) to grant")
     quantisation: Literal["float32", "int8", "uint8"]
+    nose_check: NoseCheck | None = None  # needs the detector's keypoints; without it p(with_mask) decides alone
 
     @model_validator(mode="after")
     def _with_mask_is_a_label(self) -> "BundleMetadata":
@@ -44,9 +58,10 @@ class BundleMetadata(BaseModel):
 
 @dataclass(frozen=True)
 class Prediction:
-    """Per-class probabilities for one face crop."""
+    """Per-class probabilities for one face crop, and p(nose covered) when the bundle has a nose check."""
 
     probs: dict[str, float]
+    nose_covered: float | None = None
 
     @property
     def label(self) -> str:
@@ -78,28 +93,23 @@ def read_metadata(bundle_dir: str | Path) -> BundleMetadata:
         raise ModelError(f"{path}: {where}: {error['msg']}") from None
 
 
+def model_files(bundle_dir: str | Path, metadata: BundleMetadata) -> list[Path]:
+    """The model files ``metadata`` says the bundle holds."""
+    names = [MODEL_FILE] + ([NOSE_MODEL_FILE] if metadata.nose_check else [])
+    return [Path(bundle_dir) / name for name in names]
+
+
 class MaskClassifier:
     """Scores BGR face crops with the bundle's TFLite model."""
 
     def __init__(self, bundle_dir: str | Path | None = None, *, num_threads: int = 2):
         self.bundle_dir = Path(bundle_dir) if bundle_dir else default_bundle_dir()
         self.metadata = read_metadata(self.bundle_dir)
-        model_path = self.bundle_dir / MODEL_FILE
-        self._interpreter = load_interpreter(model_path, num_threads=num_threads)
-        (inp,) = self._interpreter.get_input_details()
-        (out,) = self._interpreter.get_output_details()
-        size = self.metadata.input_size
-        if tuple(inp["shape"][1:]) != (size, size, 3):
-            raise ModelError(
-                f"{model_path}: input shape {tuple(inp['shape'])} does not match "
-                f"input_size {size} in {METADATA_FILE}"
-            )
-        if out["shape"][-1] != len(self.metadata.labels):
-            raise ModelError(
-                f"{model_path}: {out['shape'][-1]} outputs but {len(self.metadata.labels)} labels in {METADATA_FILE}"
-            )
-        self._input = inp
-        self._output = out
+        self._model = _Model(self.bundle_dir / MODEL_FILE, self.metadata.input_size, len(self.metadata.labels),
+                             num_threads=num_threads)
+        nose = self.metadata.nose_check
+        self._nose = (_Model(self.bundle_dir / NOSE_MODEL_FILE, nose.input_size, len(NOSE_LABELS),
+                             num_threads=num_threads) if nose else None)
 
     @property
     def input_size(self) -> int:
@@ -113,18 +123,49 @@ class MaskClassifier:
     def threshold(self) -> float:
         return self.metadata.threshold
 
-    def classify(self, crops_bgr: list[np.ndarray] | np.ndarray) -> list[Prediction]:
-        """Probabilities for each input_size×input_size BGR uint8 crop."""
+    @property
+    def nose_threshold(self) -> float | None:
+        """min p(nose covered) to grant, or None when the bundle has no nose check."""
+        return self.metadata.nose_check.threshold if self.metadata.nose_check else None
+
+    def classify(self, crops_bgr: list[np.ndarray] | np.ndarray,
+                 keypoints: list[np.ndarray] | None = None) -> list[Prediction]:
+        """Probabilities for each input_size×input_size BGR uint8 crop; with ``keypoints`` (the
+        detector's five per crop, in crop pixels) and a nose check in the bundle, p(nose covered) too."""
         if len(crops_bgr) == 0:
             return []
-        batch = normalise(np.stack(crops_bgr), self.metadata.normalisation, rgb=self.metadata.colour_order == "RGB")
-        quantised = _quantise(batch, self._input)
+        probs = self._model.run(self._batch(np.stack(crops_bgr)))
+        nose = [None] * len(probs)
+        if self._nose is not None and keypoints is not None:
+            size = self.metadata.nose_check.input_size
+            patches = np.stack([nose_patch(c, k, size=size) for c, k in zip(crops_bgr, keypoints)])
+            nose = [float(p[0]) for p in self._nose.run(self._batch(patches))]
+        return [Prediction(dict(zip(self.metadata.labels, p)), n) for p, n in zip(probs, nose)]
+
+    def _batch(self, images_bgr: np.ndarray) -> np.ndarray:
+        return normalise(images_bgr, self.metadata.normalisation, rgb=self.metadata.colour_order == "RGB")
+
+
+class _Model:
+    """One TFLite model of the bundle, its input and output shapes checked against the metadata."""
+
+    def __init__(self, path: Path, input_size: int, outputs: int, *, num_threads: int):
+        self._interpreter = load_interpreter(path, num_threads=num_threads)
+        (self._input,) = self._interpreter.get_input_details()
+        (self._output,) = self._interpreter.get_output_details()
+        if tuple(self._input["shape"][1:]) != (input_size, input_size, 3):
+            raise ModelError(f"{path}: input shape {tuple(self._input['shape'])} does not match "
+                             f"input_size {input_size} in {METADATA_FILE}")
+        if self._output["shape"][-1] != outputs:
+            raise ModelError(f"{path}: {self._output['shape'][-1]} outputs but {outputs} labels in {METADATA_FILE}")
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
         results = []
-        for tensor in quantised:
+        for tensor in _quantise(batch, self._input):
             self._interpreter.set_tensor(self._input["index"], tensor[None])
             self._interpreter.invoke()
             scores = _dequantise(self._interpreter.get_tensor(self._output["index"])[0], self._output)
-            results.append(Prediction(dict(zip(self.metadata.labels, _as_probabilities(scores)))))
+            results.append(_as_probabilities(scores))
         return results
 
 

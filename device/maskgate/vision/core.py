@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .classifier import MaskClassifier, Prediction
-from .crop import crop_face
+from .crop import crop_face, crop_points
 from .detector import Face, FaceDetector
 from .frames import as_bgr
 
@@ -40,6 +40,8 @@ def face_json(result: FaceResult) -> dict:
         "label": result.prediction.label,
         "confidence": round(result.prediction.confidence, 4),
         "probs": {k: round(v, 4) for k, v in result.prediction.probs.items()},
+        **({"nose_covered": round(result.prediction.nose_covered, 4)}
+           if result.prediction.nose_covered is not None else {}),
     }
 
 
@@ -55,11 +57,11 @@ class InferenceCore:
         start = time.perf_counter()
         faces = self.detector.detect(image)
         detected = time.perf_counter()
-        crops = [
-            crop_face(image, face.box, size=self.classifier.input_size, margin=self.classifier.crop_margin)
-            for face in faces
-        ]
-        predictions = self.classifier.classify(crops)
+        size, margin = self.classifier.input_size, self.classifier.crop_margin
+        crops = [crop_face(image, face.box, size=size, margin=margin) for face in faces]
+        keypoints = [crop_points(np.array(face.keypoints), face.box, image.shape, size=size, margin=margin)
+                     for face in faces]
+        predictions = self.classifier.classify(crops, keypoints)
         classified = time.perf_counter()
         return FrameResult(
             width=image.shape[1],
