@@ -28,7 +28,7 @@ def maker():
 def bare_faces(detector, astronaut) -> list[tuple[np.ndarray, np.ndarray]]:
     """Real bare faces as the recipe sees them: detector crop + five landmarks in crop pixels."""
     from maskgate.vision.frames import read_image
-    from maskgate_train.synthetic import points_in_crop
+    from maskgate.vision.crop import crop_points
 
     photos = [astronaut] + [read_image(p) for p in sorted(BARE.glob("*.jpg"))[::150][:12]]
     faces = []
@@ -37,7 +37,7 @@ def bare_faces(detector, astronaut) -> list[tuple[np.ndarray, np.ndarray]]:
         if found:
             face = max(found, key=lambda f: f.width * f.height)
             faces.append((crop_face(photo, face.box, size=SIZE, margin=MARGIN),
-                          points_in_crop(np.array(face.keypoints), face.box, size=SIZE, margin=MARGIN)))
+                          crop_points(np.array(face.keypoints), face.box, photo.shape, size=SIZE, margin=MARGIN)))
     assert len(faces) >= 10
     return faces
 

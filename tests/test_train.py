@@ -15,9 +15,9 @@ from maskgate.sources.scenes import door_scene
 from maskgate_train.cli import main as train_cli
 from maskgate_train.dataset import add_synthetic, load_prepared
 from maskgate_train.errors import DataError
-from maskgate_train.evaluate import choose_threshold, granted, held_out_threshold, tradeoff
+from maskgate_train.evaluate import choose_threshold, choose_with_nose, granted, held_out_threshold, tradeoff
 from maskgate_train.prepare import dhash, read_voc, split_of
-from maskgate_train.recipe import run_evaluate, run_export, run_holdout, run_prepare, run_train
+from maskgate_train.recipe import run_evaluate, run_export, run_holdout, run_prepare, run_train, run_train_nose
 from maskgate_train.train import Hyperparameters, find_imagenet_weights
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -94,12 +94,18 @@ def test_prepare_train_evaluate_holdout_export_and_load_on_the_device(prepared, 
     hp = Hyperparameters(head_epochs=1, fine_tune_epochs=1, batch_size=16)
     trained = run_train(work, bundle, hp=hp, weights=None, templates=TEMPLATES, progress=False)
     assert trained["synthetic_incorrect_mask"] > 0 and (bundle / "curves.png").is_file()
+    nose = run_train_nose(work, hp=hp, weights=None, templates=TEMPLATES, progress=False)
+    assert nose["nose_real_patches"] > 0 and nose["nose_synthetic_patches"] > 0
     unseen = run_holdout(work, source="scenes", hp=hp, weights=None, templates=TEMPLATES, progress=False)
     n_scenes = sum(r["source"] == "scenes" for s in ("train", "val", "test") for r in splits[s].rows)
     assert n_scenes >= 10, "12 scene faces, less any near duplicates"
     assert unseen["crops"] == n_scenes and sum(c["support"] for c in unseen["float"]["per_class"].values()) == n_scenes
     evaluated = run_evaluate(work, bundle)
     assert 0.5 <= evaluated["threshold"] < 1
+    # The nose check ships only when it lets in more masked faces at the same false grants.
+    ships_nose = evaluated["nose_threshold"] is not None
+    assert ships_nose == (evaluated["held_out_pooled"]["masked_granted_rate"]
+                          > evaluated["held_out_pooled_face_only"]["masked_granted_rate"])
     assert evaluated["threshold_basis"] == "bare faces granted ≤ 1% on the measure-only sources: unlicensed"
     assert set(evaluated["held_out"]) == {"scenes", "unlicensed"}
     assert (bundle / "tradeoff.png").is_file()
@@ -112,9 +118,12 @@ def test_prepare_train_evaluate_holdout_export_and_load_on_the_device(prepared, 
     report = (bundle / "report.md").read_text()
     assert "| scenes | trained without it |" in report and "| unlicensed | shipped recipe |" in report
 
+    assert (bundle / "nose.tflite").is_file() == ships_nose
+
     classifier = MaskClassifier(bundle)
     assert classifier.metadata.quantisation == "int8" and classifier.input_size == 96
     assert classifier.threshold == evaluated["threshold"]
+    assert classifier.nose_threshold == evaluated["nose_threshold"]
     (prediction,) = classifier.classify([splits["test"].images[0]])
     assert sum(prediction.probs.values()) == pytest.approx(1.0, abs=1e-6)
 
@@ -167,6 +176,38 @@ def test_bare_only_threshold_holds_bare_faces_and_ignores_incorrect_masks():
     assert granted(probs[labels == 1], threshold).mean() <= 0.01
     assert threshold < choose_threshold(probs, labels, max_rate=0.01), "incorrect masks do not push it up"
     assert granted(probs[labels == 0], threshold).mean() > 0.5
+
+
+def nose_case(seed: int, *, nose_sees: bool):
+    """Masked faces score high; incorrect masks score like masked ones half the time; the nose check
+    (when it sees) tells incorrect masks by their uncovered nose."""
+    rng = np.random.default_rng(seed)
+    labels = np.array([0] * 600 + [1] * 400 + [2] * 200)
+    p_with = np.select([labels == 0, labels == 1], [rng.beta(6, 1, labels.size), rng.beta(3, 4, labels.size)],
+                       rng.beta(3, 2, labels.size))
+    probs = np.stack([p_with, (1 - p_with) * 0.6, (1 - p_with) * 0.4], axis=1)
+    nose = (np.where(labels == 0, rng.beta(8, 1, labels.size), rng.beta(1, 6, labels.size)) if nose_sees
+            else rng.uniform(0, 1, labels.size))
+    return probs, labels, nose
+
+
+def test_nose_threshold_lets_in_more_masked_faces_at_no_more_false_grants():
+    probs, labels, nose = nose_case(3, nose_sees=True)
+    t, u = choose_with_nose(probs, labels, nose, max_bare_rate=0.01)
+    face_only = choose_threshold(probs, labels, max_rate=0.01, bare_only=True)
+    with_nose, alone = granted(probs, t, nose, u), granted(probs, face_only)
+    assert 0 < u < 1 and t < face_only
+    assert with_nose[labels == 1].mean() <= 0.01
+    assert with_nose[labels != 0].mean() <= alone[labels != 0].mean()
+    assert with_nose[labels == 0].mean() > alone[labels == 0].mean() + 0.05
+
+
+def test_a_nose_check_that_sees_nothing_is_not_used():
+    probs, labels, nose = nose_case(4, nose_sees=False)
+    t, u = choose_with_nose(probs, labels, nose, max_bare_rate=0.01)
+    gained = granted(probs, t, nose, u)[labels == 0].mean() - granted(
+        probs, choose_threshold(probs, labels, max_rate=0.01, bare_only=True))[labels == 0].mean()
+    assert u == 0.0 or gained < 0.02
 
 
 def test_held_out_threshold_pools_sources_and_checks_each_on_a_threshold_chosen_without_it():

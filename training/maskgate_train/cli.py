@@ -11,7 +11,7 @@ from maskgate.vision.classifier import LABELS, default_bundle_dir
 from maskgate.errors import MaskgateError
 
 from .errors import DataError
-from .recipe import run_evaluate, run_export, run_holdout, run_prepare, run_train
+from .recipe import run_evaluate, run_export, run_holdout, run_prepare, run_train, run_train_nose
 from .train import Hyperparameters, find_imagenet_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     common(steps.add_parser("prepare", help="detect and crop faces, dedupe, split, write the manifest"), data=True)
     common(steps.add_parser("train", help="transfer-train MobileNetV2 on the prepared crops"), model=True)
+    common(steps.add_parser("train-nose", help="train the nose check (is the nose covered?) on nose patches"),
+           model=True)
     common(steps.add_parser("evaluate", help="test-split metrics and the grant threshold"))
     common(steps.add_parser("export", help="int8 TFLite bundle + report (with any leave-one-source-out results)"))
     everything = steps.add_parser("all", help="prepare, train, evaluate, [holdout] and export in one go")
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> dict | int | str:
         return collect(args.source, args.out, label=args.label, every=args.every, count=args.count,
                        size=args.size, margin=args.margin, show=args.show)
     excluded = tuple(args.exclude_source)
-    if args.step in ("train", "all", "holdout"):
+    if args.step in ("train", "train-nose", "all", "holdout"):
         weights = None if args.no_imagenet else find_imagenet_weights(args.keras_home)
         hp = Hyperparameters(head_epochs=args.head_epochs, fine_tune_epochs=args.fine_tune_epochs)
         if not (args.templates / "masks" / "masks.cfg").is_file():
@@ -103,6 +105,9 @@ def run(args: argparse.Namespace) -> dict | int | str:
     if args.step in ("train", "all"):
         result["train"] = run_train(args.work_dir, args.bundle, hp=hp, weights=weights, templates=args.templates,
                                     exclude_sources=excluded)
+    if args.step in ("train-nose", "all"):
+        result["train-nose"] = run_train_nose(args.work_dir, hp=hp, weights=weights, templates=args.templates,
+                                              exclude_sources=excluded)
     if args.step == "all":
         for source in args.sources if args.holdout is None else args.holdout:
             result[f"holdout-{source}"] = run_holdout(args.work_dir, source=source, hp=hp, weights=weights,

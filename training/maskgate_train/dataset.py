@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from maskgate.vision.classifier import LABELS
+from maskgate.vision.classifier import LABELS, NOSE_LABELS
 
 from .errors import DataError
 
@@ -94,6 +94,41 @@ def add_synthetic(train: Split, *, seed: int, templates: Path | None, incorrect_
     merged = Split(np.concatenate([train.images, np.stack(images)]),
                    np.concatenate([train.labels, [LABELS.index(label) for label in labels]]), train.rows + rows)
     return merged, counts
+
+
+def nose_patches(split: Split, *, seed: int, templates: Path | None, size: int) -> tuple[Split, dict]:
+    """What the nose check learns from: the nose patch (``maskgate.vision.crop.nose_patch``) of every crop
+    with five landmarks, labelled by ``NOSE_LABELS`` (with_mask → nose covered; without_mask and
+    incorrect_mask → nose out), plus, with ``templates``, every real bare face wearing a synthetic mask
+    once correctly (covered) and once wrongly (under or below the nose, or under the chin: out)."""
+    from maskgate.vision.crop import nose_patch
+
+    from .synthetic import MaskMaker
+
+    covered, out = NOSE_LABELS.index("nose_covered"), NOSE_LABELS.index("nose_out")
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for image, label, row in zip(split.images, split.labels, split.rows):
+        if row.get("landmarks"):
+            images.append(nose_patch(image, landmarks_of(row), size=size))
+            labels.append(covered if LABELS[label] == "with_mask" else out)
+    real = len(labels)
+    if templates is not None:
+        maker = MaskMaker(templates)
+        for image, label, row in zip(split.images, split.labels, split.rows):
+            if LABELS[label] != "without_mask" or not row.get("landmarks"):
+                continue
+            points = landmarks_of(row)
+            wrong = str(rng.choice(["under_nose", "below_nose", "chin"], p=[0.35, 0.4, 0.25]))
+            for placement in ("correct", wrong):
+                masked = maker.put_on(image, points, placement, rng)
+                if masked.consistent:
+                    images.append(nose_patch(masked.image, points, size=size))
+                    labels.append(covered if placement == "correct" else out)
+    if not images:
+        raise DataError("no crops with five landmarks for the nose check")
+    counts = {"nose_real_patches": real, "nose_synthetic_patches": len(labels) - real}
+    return Split(np.stack(images), np.array(labels, np.int64), [{} for _ in labels]), counts
 
 
 def landmarks_of(row: dict) -> np.ndarray:

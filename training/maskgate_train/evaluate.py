@@ -45,11 +45,12 @@ def held_out_threshold(held_out: dict[str, tuple[np.ndarray, np.ndarray]], *,
     return threshold, nested
 
 
-def tradeoff(probs: np.ndarray, labels: np.ndarray, thresholds) -> list[dict]:
+def tradeoff(probs: np.ndarray, labels: np.ndarray, thresholds, nose: np.ndarray | None = None,
+             nose_threshold: float | None = None) -> list[dict]:
     """Faces without a correct mask granted (bare and incorrect apart) vs masked faces granted, per threshold."""
     rows = []
     for t in thresholds:
-        g = granted(probs, float(t))
+        g = granted(probs, float(t), nose, nose_threshold)
         rows.append({"threshold": float(t), "masked_granted": _rate(g, labels == WITH_MASK),
                      "not_masked_granted": _rate(g, labels != WITH_MASK),
                      "bare_granted": _rate(g, labels == LABELS.index("without_mask")),
@@ -57,18 +58,20 @@ def tradeoff(probs: np.ndarray, labels: np.ndarray, thresholds) -> list[dict]:
     return rows
 
 
-def save_tradeoff(probs: np.ndarray, labels: np.ndarray, chosen: float, path: Path, title: str) -> None:
+def save_tradeoff(probs: np.ndarray, labels: np.ndarray, chosen: float, path: Path, title: str,
+                  nose: np.ndarray | None = None, nose_threshold: float | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curve = tradeoff(probs, labels, np.unique(np.concatenate([np.linspace(0.3, 0.999, 300), [chosen]])))
+    curve = tradeoff(probs, labels, np.unique(np.concatenate([np.linspace(0.3, 0.999, 300), [chosen]])),
+                     nose, nose_threshold)
     fig, ax = plt.subplots(figsize=(6, 4.4))
     for key, name in (("not_masked_granted", "bare or incorrect"), ("incorrect_granted", "incorrect only"),
                       ("bare_granted", "bare only")):
         ax.plot([100 * r[key] for r in curve], [100 * r["masked_granted"] for r in curve], label=name)
-    at = tradeoff(probs, labels, [chosen])[0]
+    at = tradeoff(probs, labels, [chosen], nose, nose_threshold)[0]
     ax.plot(100 * at["not_masked_granted"], 100 * at["masked_granted"], "ko", label=f"chosen threshold {chosen:.3f}")
     ax.axvline(100 * MAX_FALSE_GRANT_RATE, color="grey", linestyle=":")
     ax.set_xscale("symlog", linthresh=1)
@@ -85,11 +88,53 @@ def _rate(grants: np.ndarray, which: np.ndarray) -> float:
     return float(grants[which].mean()) if which.any() else float("nan")
 
 
-def granted(probs: np.ndarray, threshold: float) -> np.ndarray:
-    return (probs.argmax(1) == WITH_MASK) & (probs[:, WITH_MASK] >= threshold)
+def granted(probs: np.ndarray, threshold: float, nose: np.ndarray | None = None,
+            nose_threshold: float | None = None) -> np.ndarray:
+    """The door's rule per face: labelled with_mask, p ≥ threshold and, with a nose check, p(nose
+    covered) ≥ nose_threshold (NaN: no landmarks, no check)."""
+    grants = (probs.argmax(1) == WITH_MASK) & (probs[:, WITH_MASK] >= threshold)
+    if nose is not None and nose_threshold is not None:
+        grants &= ~(nose < nose_threshold)
+    return grants
 
 
-def metrics(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+def choose_with_nose(probs: np.ndarray, labels: np.ndarray, nose: np.ndarray, *,
+                     max_bare_rate: float = MAX_BARE_GRANT_RATE) -> tuple[float, float]:
+    """(threshold, nose_threshold) letting in the most masked faces while bare faces stay ≤
+    ``max_bare_rate`` granted and faces without a correct mask (bare or incorrect) are granted no more
+    often than by the face model alone at its own threshold. (t, 0.0) when the check does not help."""
+    masked, bare, negative = labels == WITH_MASK, labels == WITHOUT_MASK, labels != WITH_MASK
+    face_only = choose_threshold(probs, labels, max_rate=max_bare_rate, bare_only=True)
+    cap = _rate(granted(probs, face_only), negative)
+    best = (_rate(granted(probs, face_only), masked), face_only, 0.0)
+    for u in np.arange(0.05, 1.0, 0.05):
+        for t in np.linspace(0.5, 0.999, 500):
+            grants = granted(probs, t, nose, u)
+            if (_rate(grants, bare) <= max_bare_rate and _rate(grants, negative) <= cap
+                    and _rate(grants, masked) > best[0]):
+                best = (_rate(grants, masked), float(t), round(float(u), 2))
+    return best[1], best[2]
+
+
+def matched(probs: np.ndarray, labels: np.ndarray, nose: np.ndarray, nose_threshold: float,
+            rates=(0.005, 0.01, 0.02, 0.03, 0.05)) -> list[dict]:
+    """Masked faces granted at matched rates of faces without a correct mask granted: face model
+    alone vs with the nose check (its threshold fixed, p(with_mask) threshold swept)."""
+    thresholds = np.linspace(0.5, 0.999, 500)
+    masked, negative = labels == WITH_MASK, labels != WITH_MASK
+    rows = []
+    for rate in rates:
+        best = {}
+        for name, u in (("face_only", None), ("with_nose_check", nose_threshold)):
+            found = [_rate(g, masked) for g in (granted(probs, t, nose, u) for t in thresholds)
+                     if _rate(g, negative) <= rate]
+            best[name] = max(found, default=0.0)
+        rows.append({"not_masked_granted": rate, **best})
+    return rows
+
+
+def metrics(probs: np.ndarray, labels: np.ndarray, threshold: float, nose: np.ndarray | None = None,
+            nose_threshold: float | None = None) -> dict:
     predicted = probs.argmax(1)
     confusion = np.zeros((len(LABELS), len(LABELS)), int)
     np.add.at(confusion, (labels, predicted), 1)
@@ -104,7 +149,7 @@ def metrics(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
     is_masked = labels == WITH_MASK
     said_masked = predicted == WITH_MASK
     is_bare = labels == LABELS.index("without_mask")
-    grants = granted(probs, threshold)
+    grants = granted(probs, threshold, nose, nose_threshold)
     return {
         "accuracy": float(np.mean(predicted == labels)) if labels.size else float("nan"),
         "balanced_accuracy": float(np.mean(recalls)) if recalls else float("nan"),
@@ -121,6 +166,7 @@ def metrics(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
         "bare_granted_rate": _rate(grants, is_bare),
         "incorrect_granted_rate": _rate(grants, labels == LABELS.index("incorrect_mask")),
         "threshold": threshold,
+        "nose_threshold": nose_threshold if nose is not None else None,
     }
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskgate.vision.classifier import METADATA_FILE, MODEL_FILE, BundleMetadata, MaskClassifier
+from maskgate.vision.classifier import METADATA_FILE, MODEL_FILE, NOSE_MODEL_FILE, BundleMetadata, MaskClassifier
 
 from .train import to_rgb_float
 
@@ -30,15 +30,29 @@ def to_int8_tflite(model, representative_bgr: np.ndarray) -> bytes:
     return converter.convert()
 
 
-def write_bundle(bundle_dir: Path, tflite: bytes, metadata: BundleMetadata) -> None:
-    """classifier.tflite + metadata.json, written through the schema the device reads."""
+def write_bundle(bundle_dir: Path, tflite: bytes, metadata: BundleMetadata, nose_tflite: bytes | None = None) -> None:
+    """classifier.tflite (+ nose.tflite) + metadata.json, written through the schema the device reads."""
+    if (nose_tflite is None) != (metadata.nose_check is None):
+        raise ValueError("a nose check needs both its model and its metadata")
     bundle_dir.mkdir(parents=True, exist_ok=True)
     (bundle_dir / MODEL_FILE).write_bytes(tflite)
+    if nose_tflite is not None:
+        (bundle_dir / NOSE_MODEL_FILE).write_bytes(nose_tflite)
+    else:
+        (bundle_dir / NOSE_MODEL_FILE).unlink(missing_ok=True)
     (bundle_dir / METADATA_FILE).write_text(metadata.model_dump_json(indent=2) + "\n")
 
 
-def bundle_probs(bundle_dir: Path, images_bgr: np.ndarray) -> np.ndarray:
-    """Probabilities from the exported bundle through the device's own classifier."""
+def bundle_probs(bundle_dir: Path, images_bgr: np.ndarray, keypoints: list[np.ndarray | None] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and p(nose covered) (NaN: no nose check, or no keypoints for that crop) from the
+    exported bundle, through the device's own classifier."""
     classifier = MaskClassifier(bundle_dir, num_threads=2)
     labels = classifier.metadata.labels
-    return np.array([[p.probs[label] for label in labels] for p in classifier.classify(list(images_bgr))])
+    keypoints = keypoints if keypoints is not None else [None] * len(images_bgr)
+    probs, nose = [], []
+    for image, points in zip(images_bgr, keypoints):
+        (p,) = classifier.classify([image], None if points is None else [points])
+        probs.append([p.probs[label] for label in labels])
+        nose.append(np.nan if p.nose_covered is None else p.nose_covered)
+    return np.array(probs), np.array(nose)

@@ -25,13 +25,12 @@ import numpy as np
 from tqdm import tqdm
 
 from maskgate.vision.classifier import LABELS
-from maskgate.vision.crop import crop_face
+from maskgate.vision.crop import crop_face, crop_points
 from maskgate.vision.detector import Face, FaceDetector, iou
 from maskgate.errors import FrameError
 from maskgate.vision.frames import IMAGE_SUFFIXES, read_image
 
 from .errors import DataError
-from .synthetic import points_in_crop
 
 VOC_LABELS = {"with_mask": "with_mask", "without_mask": "without_mask", "mask_weared_incorrect": "incorrect_mask",
               "with_incorrect_mask": "incorrect_mask"}
@@ -118,7 +117,7 @@ def _folder_crops(folder, source, detector, input_size, margin):
             if faces:
                 face = max(faces, key=lambda f: f.width * f.height)
                 crop = crop_face(image, face.box, size=input_size, margin=margin)
-                landmarks = _landmarks(face, input_size, margin)
+                landmarks = _landmarks(face, image.shape, input_size, margin)
                 face_px = face.height
             else:
                 method = "centre"
@@ -152,7 +151,7 @@ def _scene_crops(scenes, source, detector, input_size, margin):
             if faces:
                 face = max(faces, key=lambda f: f.score)
                 crop = crop_face(view, face.box, size=input_size, margin=margin)
-                landmarks = _landmarks(face, input_size, margin)
+                landmarks = _landmarks(face, view.shape, input_size, margin)
                 method = "detector"
             else:
                 crop = crop_face(image, box, size=input_size, margin=margin)
@@ -196,8 +195,8 @@ def _read(path: Path) -> np.ndarray:
         raise DataError(str(exc)) from None
 
 
-def _landmarks(face: Face, input_size: int, margin: float) -> str:
-    points = points_in_crop(np.array(face.keypoints), face.box, size=input_size, margin=margin)
+def _landmarks(face: Face, frame_shape: tuple[int, ...], input_size: int, margin: float) -> str:
+    points = crop_points(np.array(face.keypoints), face.box, frame_shape, size=input_size, margin=margin)
     return " ".join(f"{v:.1f}" for v in points.ravel())
 
 

@@ -3,8 +3,8 @@
 
 Six template anchors (cheek/nose-bridge/cheek on top, jaw/chin/jaw below) are mapped by a
 least-squares homography onto points estimated from the eyes, nose tip and mouth corners. Placements:
-``correct`` (nose bridge to chin → ``with_mask``), ``below_nose`` (nose out) and ``chin`` (nose and
-mouth out), both ``incorrect_mask``. The gas template is only worn correctly. Each result carries a
+``correct`` (nose bridge to chin → ``with_mask``), ``under_nose`` (top edge just under the nose tip),
+``below_nose`` (lower, nose out) and ``chin`` (nose and mouth out), all ``incorrect_mask``. The gas template is only worn correctly. Each result carries a
 coverage record (is each landmark under the mask?) so a placement can be checked, not assumed.
 """
 
@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 LANDMARKS = ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")  # YuNet's order
-PLACEMENTS = {"correct": "with_mask", "below_nose": "incorrect_mask", "chin": "incorrect_mask"}
+PLACEMENTS = {"correct": "with_mask", "under_nose": "incorrect_mask", "below_nose": "incorrect_mask",
+              "chin": "incorrect_mask"}
 KIND_WEIGHTS = {"surgical": 0.35, "cloth": 0.2, "KN95": 0.15, "N95": 0.15, "gas": 0.15}
 TEMPLATE_WIDTH = 256  # templates are downscaled once; crops are 128–160 px
 TEXTURE_SIZE = 192
@@ -43,12 +44,12 @@ class MaskedFace:
 
     @property
     def consistent(self) -> bool:
-        """Does the coverage match the placement? (correct: nose and mouth covered; below_nose: nose
-        out; chin: nose and mouth out)."""
+        """Does the coverage match the placement? (correct: nose and mouth covered; under_nose and
+        below_nose: nose out; chin: nose and mouth out)."""
         nose_mouth = [self.covered[k] for k in ("nose", "mouth_right", "mouth_left")]
         if self.placement == "correct":
             return all(nose_mouth)
-        return not self.covered["nose"] and (self.placement == "below_nose" or not any(nose_mouth))
+        return not self.covered["nose"] and (self.placement != "chin" or not any(nose_mouth))
 
 
 def load_templates(root: Path) -> list[Template]:
@@ -186,6 +187,8 @@ class FaceFrame:
         chin = my + gap * rng.uniform(1.4, 1.8)
         if placement == "correct":
             top, bottom = ny * rng.uniform(0.35, 0.55), chin + gap * rng.uniform(-0.1, 0.2)
+        elif placement == "under_nose":
+            top, bottom = ny + gap * rng.uniform(0.0, 0.3), chin + gap * rng.uniform(0.0, 0.4)
         elif placement == "below_nose":
             top, bottom = ny + gap * rng.uniform(0.3, 0.65), chin + gap * rng.uniform(0.0, 0.4)
         else:  # chin: mouth out too
@@ -230,11 +233,3 @@ def _sample(alpha: np.ndarray, point: np.ndarray) -> float:
         return 0.0
     return float(alpha[y, x])
 
-
-def points_in_crop(points: np.ndarray, box: tuple[float, float, float, float], *, size: int, margin: float) -> np.ndarray:
-    """Frame points → pixels of the crop ``maskgate.vision.crop.crop_face`` makes of ``box``."""
-    x1, y1, x2, y2 = box
-    side = max(x2 - x1, y2 - y1, 1.0) * (1.0 + 2.0 * margin)
-    side_px = max(1, int(round(side)))
-    left, top = int(round((x1 + x2) / 2 - side / 2)), int(round((y1 + y2) / 2 - side / 2))
-    return (np.asarray(points, np.float32) - (left, top)) * (size / side_px)

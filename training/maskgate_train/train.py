@@ -34,6 +34,7 @@ class Hyperparameters:
     early_stopping_patience: int = 3
     max_real_per_class: int = 1200  # real training crops per label (the rare class keeps all); synthetic ones come on top
     seed: int = 1234
+    backbone_until: str | None = None  # keep MobileNetV2 only up to this layer (a smaller, faster model)
 
 
 def find_imagenet_weights(keras_home: Path | None) -> Path:
@@ -45,7 +46,7 @@ def find_imagenet_weights(keras_home: Path | None) -> Path:
     return path
 
 
-def build_model(input_size: int, hp: Hyperparameters, weights: Path | None):
+def build_model(input_size: int, hp: Hyperparameters, weights: Path | None, *, classes: int = len(LABELS)):
     import keras
 
     inputs = keras.Input((input_size, input_size, 3), name="rgb_pixels")  # 0–255, RGB
@@ -54,10 +55,12 @@ def build_model(input_size: int, hp: Hyperparameters, weights: Path | None):
         input_shape=(input_size, input_size, 3), alpha=hp.alpha, include_top=False,
         weights=str(weights) if weights else None,
     )
+    if hp.backbone_until:
+        backbone = keras.Model(backbone.input, backbone.get_layer(hp.backbone_until).output, name="backbone")
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dropout(hp.dropout)(x)
-    outputs = keras.layers.Dense(len(LABELS), activation="softmax", name="probs")(x)
+    outputs = keras.layers.Dense(classes, activation="softmax", name="probs")(x)
     return keras.Model(inputs, outputs, name="mask_classifier"), backbone
 
 
@@ -96,15 +99,15 @@ def to_rgb_float(images_bgr: np.ndarray) -> np.ndarray:
     return normalise(images_bgr, NORMALISATION)
 
 
-def class_weights(labels: np.ndarray) -> dict[int, float]:
+def class_weights(labels: np.ndarray, classes: int = len(LABELS)) -> dict[int, float]:
     """Inverse-frequency weights, square-root damped so the rare class is boosted but not dominant."""
-    counts = np.bincount(labels, minlength=len(LABELS)).astype(np.float64)
-    weights = np.sqrt(counts.sum() / np.maximum(counts, 1) / len(LABELS))
+    counts = np.bincount(labels, minlength=classes).astype(np.float64)
+    weights = np.sqrt(counts.sum() / np.maximum(counts, 1) / classes)
     return {i: float(w) for i, w in enumerate(weights)}
 
 
 def train(train_split: Split, val_split: Split, *, input_size: int, hp: Hyperparameters,
-          weights: Path | None, out_dir: Path, progress: bool = True):
+          weights: Path | None, out_dir: Path, progress: bool = True, classes: int = len(LABELS)):
     """Head first, then fine-tune the top blocks; early stopping on validation loss."""
     import keras
     import tensorflow as tf
@@ -119,12 +122,12 @@ def train(train_split: Split, val_split: Split, *, input_size: int, hp: Hyperpar
                 .shuffle(len(train_split.labels), seed=hp.seed).batch(hp.batch_size)
                 .map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2))
     val_ds = tf.data.Dataset.from_tensor_slices((to_rgb_float(val_split.images), val_split.labels)).batch(128)
-    weights_by_class = class_weights(train_split.labels)
+    weights_by_class = class_weights(train_split.labels, classes)
 
     def compile_and_fit(model, learning_rate, epochs, initial_epoch=0):
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
-            loss=_sparse_smoothed_loss(hp.label_smoothing),
+            loss=_sparse_smoothed_loss(hp.label_smoothing, classes),
             metrics=["accuracy"],
         )
         stop = keras.callbacks.EarlyStopping(patience=hp.early_stopping_patience, restore_best_weights=True)
@@ -132,7 +135,7 @@ def train(train_split: Split, val_split: Split, *, input_size: int, hp: Hyperpar
                          class_weight=weights_by_class, callbacks=[stop], verbose=2 if progress else 0)
 
     # Model
-    model, backbone = build_model(input_size, hp, weights)
+    model, backbone = build_model(input_size, hp, weights, classes=classes)
 
     # Phase 1: train the head on a frozen backbone
     backbone.trainable = False
@@ -151,7 +154,7 @@ def train(train_split: Split, val_split: Split, *, input_size: int, hp: Hyperpar
     return model, history
 
 
-def _sparse_smoothed_loss(smoothing: float):
+def _sparse_smoothed_loss(smoothing: float, classes: int):
     import keras
 
     categorical = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
@@ -159,7 +162,7 @@ def _sparse_smoothed_loss(smoothing: float):
     def loss(y_true, y_pred):
         import tensorflow as tf
 
-        one_hot = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), len(LABELS))
+        one_hot = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), classes)
         return categorical(one_hot, y_pred)
 
     return loss
