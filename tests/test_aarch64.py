@@ -19,6 +19,7 @@ from aarch64_env import CACHE, NoPiWheel, Unavailable, download_for_pi, install_
 
 from maskgate.cli import main as maskgate_main
 from maskgate.sources.scenes import door_scene
+from maskgate.vision.classifier import MaskClassifier
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -101,6 +102,8 @@ def test_classify_on_aarch64_matches_x86(pi, photos, capsys):
             assert max(abs(a - b) for a, b in zip(fa["box"], fx["box"])) <= 1.0
             assert fa["label"] == fx["label"]
             assert max(abs(fa["probs"][k] - fx["probs"][k]) for k in fx["probs"]) <= 0.02
+            assert ("nose_covered" in fa) == ("nose_covered" in fx) == (MaskClassifier().nose_threshold is not None)
+            assert abs(fa.get("nose_covered", 0) - fx.get("nose_covered", 0)) <= 0.02
 
 
 @pytest.mark.parametrize("name", ["maskgate.yaml", "demo.yaml"])
