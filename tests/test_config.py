@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from maskgate.config import Config, load_config
 from maskgate.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+TINY_BUNDLES = Path(__file__).resolve().parent / "fixtures" / "tiny_bundles"
 
 
 @pytest.mark.parametrize("name", ["maskgate.yaml", "demo.yaml"])
@@ -142,6 +144,8 @@ def check_config(*args):
     ("camera:\n  backend: replay\n  replay_path: /nonexistent/clip.mp4\n", "replay source not found"),
     ("classifier:\n  model_dir: /nonexistent/bundle\n", "model metadata not found"),
     ("detector:\n  model_path: /nonexistent/face.tflite\n", "detector.model_path: /nonexistent/face.tflite"),
+    (f"classifier:\n  model_dir: {TINY_BUNDLES / 'int8'}\n  nose_threshold: 0.5\n",
+     "classifier.nose_threshold: the model bundle"),
 ])
 def test_check_config_rejects_what_the_daemon_would_reject_at_start(tmp_path, text, message):
     path = write(tmp_path, text)
@@ -150,6 +154,24 @@ def test_check_config_rejects_what_the_daemon_would_reject_at_start(tmp_path, te
     started = subprocess.run([sys.executable, "-m", "maskgate", "run", "--config", str(path)],
                              capture_output=True, text=True, timeout=60)
     assert started.returncode == 2 and started.stderr == checked.stderr
+
+
+def test_check_config_names_a_model_file_the_bundle_metadata_promises(tmp_path):
+    bundle = shutil.copytree(TINY_BUNDLES / "nose", tmp_path / "bundle")
+    (bundle / "nose.tflite").unlink()
+    checked = check_config(write(tmp_path, f"classifier:\n  model_dir: {bundle}\n"))
+    assert checked.returncode == 2 and checked.stderr.count("\n") == 1
+    assert f"classifier.model_dir: {bundle / 'nose.tflite'}: model file not found" in checked.stderr
+
+
+def test_nose_threshold_override_reaches_the_door_rule():
+    from maskgate.app import decision_rule
+    from maskgate.vision.classifier import MaskClassifier
+
+    classifier = MaskClassifier(TINY_BUNDLES / "nose")
+    assert decision_rule(Config(), classifier).nose_threshold == 0.5
+    off = Config.model_validate({"classifier": {"nose_threshold": 0}})
+    assert decision_rule(off, classifier).nose_threshold == 0
 
 
 def test_check_config_names_both_keys_of_a_pin_used_twice(tmp_path):

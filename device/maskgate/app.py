@@ -77,15 +77,23 @@ def build_core(config: Config) -> InferenceCore:
 
 def decision_rule(config: Config, classifier: MaskClassifier) -> Rule:
     return Rule.from_config(config.decision, threshold_override=config.classifier.threshold,
-                            bundle_threshold=classifier.threshold, nose_threshold=classifier.nose_threshold)
+                            bundle_threshold=classifier.threshold,
+                            nose_threshold=_pick(config.classifier.nose_threshold, classifier.nose_threshold))
+
+
+def _pick(override: float | None, bundle: float | None) -> float | None:
+    return bundle if override is None else override
 
 
 def preflight(config: Config) -> None:
     """What the daemon would refuse at start beyond the schema: model files, the replay source."""
     bundle = config.classifier.model_dir or default_bundle_dir()
-    for path in model_files(bundle, read_metadata(bundle)):
+    metadata = read_metadata(bundle)
+    for path in model_files(bundle, metadata):
         if not path.is_file():
             raise MaskgateError(f"classifier.model_dir: {path}: model file not found")
+    if config.classifier.nose_threshold is not None and metadata.nose_check is None:
+        raise MaskgateError(f"classifier.nose_threshold: the model bundle {bundle} has no nose check")
     detector = config.detector.model_path or default_model_path()
     if not Path(detector).is_file():
         raise MaskgateError(f"detector.model_path: {detector}: no such file")

@@ -64,6 +64,8 @@ class DetectorConfig(Section):
 class ClassifierConfig(Section):
     model_dir: Path | None = None
     threshold: float | None = Field(None, gt=0, lt=1, description="override the bundle's grant threshold")
+    nose_threshold: float | None = Field(None, ge=0, lt=1,
+                                         description="override the bundle's nose-check threshold (0: check off)")
     num_threads: int = Field(2, ge=1, le=16)
 
 
