@@ -221,12 +221,22 @@ class SteadyCore:
         return self.result
 
 
-def test_three_preview_viewers_leave_the_frame_rate_unchanged(tmp_path, core, scenes):
+def test_three_preview_viewers_leave_the_frame_rate_unchanged(tmp_path, core, scenes, monkeypatch):
+    """Previews are drawn off the frame loop: even a slow encoder (30 ms a preview, 30 a second: 0.9 s of
+    every second) leaves a camera-paced loop at its rate. (The flat-out figures: ``maskgate.bench_web``.)"""
+    from maskgate.services.web import live
+
+    def slow_preview(*args, **kwargs):
+        time.sleep(0.03)
+        return real_preview(*args, **kwargs)
+
+    real_preview = live.draw_preview
+    monkeypatch.setattr(live, "draw_preview", slow_preview)
     stub = SteadyCore(core)
     stub.result = core.process(scenes["bare"])  # a face to draw on every preview
     rates = []
     for viewers in (0, 3):
-        camera = SceneCamera(scenes, "bare", fps=1000)
+        camera = SceneCamera(scenes, "bare", fps=100)
         config = web_config(tmp_path / str(viewers), preview_fps=30)
         with running(config, stub, camera) as (app, web), ExitStack() as stack:
             clients = [stack.enter_context(ws_connect(web, "?preview=1")) for _ in range(viewers)]
@@ -245,8 +255,8 @@ def test_three_preview_viewers_leave_the_frame_rate_unchanged(tmp_path, core, sc
                 else:
                     time.sleep(0.01)
             rates.append(len(frames) / (time.monotonic() - start))
-            assert viewers == 0 or got > 3 * 30, "the viewers were sent previews"
-    assert rates[1] >= 0.9 * rates[0], rates
+            assert viewers == 0 or got > 3 * 20, "the viewers were sent previews"
+    assert rates[0] > 50 and rates[1] >= 0.9 * rates[0], rates
 
 
 def test_kiosk_mode_is_an_install_option_with_an_off_switch():
