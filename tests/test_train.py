@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,10 @@ def test_prepare_train_evaluate_holdout_export_and_load_on_the_device(prepared, 
     assert classifier.nose_threshold == evaluated["nose_threshold"]
     (prediction,) = classifier.classify([splits["test"].images[0]])
     assert sum(prediction.probs.values()) == pytest.approx(1.0, abs=1e-6)
+
+    stale = json.loads((work / "nose.json").read_text()) | {"dataset_manifest_sha256": "another manifest"}
+    (work / "nose.json").write_text(json.dumps(stale))
+    assert run_evaluate(work, tmp_path / "again")["nose_threshold"] is None, "a stale nose check is not used"
 
 
 def test_measure_only_sources_are_held_out_and_never_reach_training(prepared):

@@ -71,20 +71,38 @@ def run_train_nose(work_dir: Path, *, hp: Hyperparameters, weights: Path | None,
                            out_dir=work_dir / "nose", progress=progress, classes=len(NOSE_LABELS))
     model.save(work_dir / NOSE_MODEL_FILE)
     summary = {"seconds": round(time.perf_counter() - start, 1), "epochs": len(history["loss"]),
-               "input_size": NOSE_INPUT_SIZE, "excluded_sources": list(exclude_sources), **counts}
+               "input_size": NOSE_INPUT_SIZE, "excluded_sources": list(exclude_sources),
+               "dataset_manifest_sha256": manifest_hash(work_dir), **counts}
     (work_dir / "nose.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def nose_inputs(split: Split, rows: list[int] | None = None) -> tuple[list[int], np.ndarray]:
+    """The nose patches of the crops (of ``rows``, default all) that have landmarks, and which those are."""
+    have = [i for i in (range(len(split.rows)) if rows is None else rows) if split.rows[i].get("landmarks")]
+    patches = [nose_patch(split.images[i], landmarks_of(split.rows[i]), size=NOSE_INPUT_SIZE) for i in have]
+    return have, np.stack(patches) if patches else np.zeros((0, NOSE_INPUT_SIZE, NOSE_INPUT_SIZE, 3), np.uint8)
 
 
 def nose_probs(predict, split: Split) -> np.ndarray:
     """p(nose covered) per crop from ``predict`` (BGR patches → probabilities); NaN without landmarks."""
     out = np.full(len(split.labels), np.nan)
-    have = [i for i, r in enumerate(split.rows) if r.get("landmarks")]
+    have, patches = nose_inputs(split)
     if have:
-        patches = np.stack([nose_patch(split.images[i], landmarks_of(split.rows[i]), size=NOSE_INPUT_SIZE)
-                            for i in have])
         out[have] = predict(patches)[:, NOSE_LABELS.index("nose_covered")]
     return out
+
+
+def _current_nose_model(work_dir: Path):
+    """``nose.keras`` if it was trained on the current manifest, else None."""
+    import keras
+
+    summary = work_dir / "nose.json"
+    if not (work_dir / NOSE_MODEL_FILE).is_file() or not summary.is_file():
+        return None
+    if json.loads(summary.read_text()).get("dataset_manifest_sha256") != manifest_hash(work_dir):
+        return None
+    return keras.models.load_model(work_dir / NOSE_MODEL_FILE, compile=False)
 
 
 def _fit(work_dir: Path, splits: dict[str, Split], *, hp: Hyperparameters, weights: Path | None,
@@ -107,8 +125,7 @@ def run_evaluate(work_dir: Path, out_dir: Path, *, exclude_sources: tuple[str, .
     import keras
 
     model = keras.models.load_model(_require(work_dir / MODEL_FILE), compile=False)
-    nose_model = (keras.models.load_model(work_dir / NOSE_MODEL_FILE, compile=False)
-                  if (work_dir / NOSE_MODEL_FILE).is_file() else None)
+    nose_model = _current_nose_model(work_dir)
     splits = load_prepared(work_dir, exclude_sources=exclude_sources)
     held_out = {source: (h["probs"], h["labels"]) for source, h in _holdout_probs(work_dir).items()}
     heldout = splits["heldout"]
@@ -193,13 +210,13 @@ def run_export(work_dir: Path, bundle_dir: Path, *, exclude_sources: tuple[str, 
     threshold, nose_threshold = evaluated["threshold"], evaluated.get("nose_threshold")
     nose_tflite, nose_model, nose_check = None, None, None
     if nose_threshold is not None:
-        nose_model = keras.models.load_model(_require(work_dir / NOSE_MODEL_FILE), compile=False)
-        rows = [i for i, r in enumerate(splits["train"].rows) if r.get("landmarks")]
-        picked = rng.choice(rows, min(REPRESENTATIVE_CROPS, len(rows)), replace=False)
-        with_points = Split(train_images[picked], splits["train"].labels[picked], [splits["train"].rows[i] for i in picked])
-        patches = np.stack([nose_patch(i, landmarks_of(r), size=NOSE_INPUT_SIZE)
-                            for i, r in zip(with_points.images, with_points.rows)])
-        nose_tflite = to_int8_tflite(nose_model, patches)
+        nose_model = _current_nose_model(work_dir)
+        if nose_model is None:
+            raise DataError(f"{work_dir / NOSE_MODEL_FILE}: missing or trained on another manifest "
+                            "(run train-nose and evaluate again)")
+        picked = rng.permutation(len(train_images))
+        _, patches = nose_inputs(splits["train"], [int(i) for i in picked])
+        nose_tflite = to_int8_tflite(nose_model, patches[:REPRESENTATIVE_CROPS])
         nose_check = NoseCheck(input_size=NOSE_INPUT_SIZE, threshold=nose_threshold, quantisation="int8")
     bundle = BundleMetadata(format="maskgate-classifier/1", labels=list(LABELS), input_size=prepared["input_size"],
                             colour_order="RGB", normalisation=NORMALISATION, crop_margin=prepared["margin"],
