@@ -139,7 +139,8 @@ class MaskClassifier:
         if self._nose is not None and keypoints is not None:
             size = self.metadata.nose_check.input_size
             patches = np.stack([nose_patch(c, k, size=size) for c, k in zip(crops_bgr, keypoints)])
-            nose = [float(p[0]) for p in self._nose.run(self._batch(patches))]
+            covered = NOSE_LABELS.index("nose_covered")
+            nose = [float(p[covered]) for p in self._nose.run(self._batch(patches))]
         return [Prediction(dict(zip(self.metadata.labels, p)), n) for p, n in zip(probs, nose)]
 
     def _batch(self, images_bgr: np.ndarray) -> np.ndarray:
