@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     detectors.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
     detectors.add_argument("--every", type=int, default=1, metavar="N", help="use every N-th photo of each set")
     detectors.add_argument("--json", type=Path, metavar="FILE", help="also write the raw figures here")
+    detectors.add_argument("--peer", type=Path, default=REPO_ROOT.parent / "shared" / "peer" / "face_detector",
+                           metavar="DIR", help="OpenCV's res10 SSD files, measured side by side when present")
+    detectors.add_argument("--only", action="append", metavar="NAME", help="measure only this detector (repeatable)")
 
     collect = steps.add_parser("collect", help="save face crops from a camera or video for retraining")
     collect.add_argument("source", help="camera index (0), /dev/videoN, auto, picamera2, scenes (the demo), "
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> dict | int | str:
     if args.step == "detectors":
         from .detectors import report
 
-        return report(args.data, every=args.every, json_path=args.json)
+        return report(args.data, every=args.every, json_path=args.json, peer=args.peer, only=args.only)
     if args.step == "collect":
         from .collect import collect
 

