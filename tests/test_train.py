@@ -19,7 +19,7 @@ from maskgate_train.errors import DataError
 from maskgate_train.evaluate import choose_threshold, choose_with_nose, granted, held_out_threshold, tradeoff
 from maskgate_train.prepare import dhash, read_voc, split_of
 from maskgate_train.recipe import run_evaluate, run_export, run_holdout, run_prepare, run_train, run_train_nose
-from maskgate_train.train import Hyperparameters, find_imagenet_weights
+from maskgate_train.train import Hyperparameters, distillation_targets, find_imagenet_weights, smoothed_one_hot, train
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TEMPLATES = SHARED_DATA / "mask-templates"
@@ -92,12 +92,15 @@ def test_prepare_train_evaluate_holdout_export_and_load_on_the_device(prepared, 
     groups = {s: {r["group"] for r in splits[s].rows} for s in splits}
     assert not (groups["train"] & groups["test"]) and not (groups["train"] & groups["val"])
 
-    hp = Hyperparameters(head_epochs=1, fine_tune_epochs=1, batch_size=16)
+    hp = Hyperparameters(head_epochs=1, fine_tune_epochs=1, batch_size=16, teachers=1)
     trained = run_train(work, bundle, hp=hp, weights=None, templates=TEMPLATES, progress=False)
     assert trained["synthetic_incorrect_mask"] > 0 and (bundle / "curves.png").is_file()
+    assert trained["teacher_seeds"] == [hp.seed + 1] and (work / f"teacher-{hp.seed + 1}" / "curves.png").is_file()
+    assert not list(bundle.glob("teacher*")), "teachers stay in the work dir, out of the bundle"
     nose = run_train_nose(work, hp=hp, weights=None, templates=TEMPLATES, progress=False)
     assert nose["nose_real_patches"] > 0 and nose["nose_synthetic_patches"] > 0
     unseen = run_holdout(work, source="scenes", hp=hp, weights=None, templates=TEMPLATES, progress=False)
+    assert unseen["teacher_seeds"] == [], "leave-one-source-out runs train once per source"
     n_scenes = sum(r["source"] == "scenes" for s in ("train", "val", "test") for r in splits[s].rows)
     assert n_scenes >= 10, "12 scene faces, less any near duplicates"
     assert unseen["crops"] == n_scenes and sum(c["support"] for c in unseen["float"]["per_class"].values()) == n_scenes
@@ -118,6 +121,7 @@ def test_prepare_train_evaluate_holdout_export_and_load_on_the_device(prepared, 
         assert (bundle / name).is_file(), name
     report = (bundle / "report.md").read_text()
     assert "| scenes | trained without it |" in report and "| unlicensed | shipped recipe |" in report
+    assert f"mean prediction of 1 teacher (weight 0.5; the same recipe, seeds {hp.seed + 1};" in report
 
     assert (bundle / "nose.tflite").is_file() == ships_nose
 
@@ -131,6 +135,28 @@ def test_prepare_train_evaluate_holdout_export_and_load_on_the_device(prepared, 
     stale = json.loads((work / "nose.json").read_text()) | {"dataset_manifest_sha256": "another manifest"}
     (work / "nose.json").write_text(json.dumps(stale))
     assert run_evaluate(work, tmp_path / "again")["nose_threshold"] is None, "a stale nose check is not used"
+
+
+def test_distillation_targets_keep_the_label_largest_and_sum_to_one():
+    labels = np.array([0, 1, 2, 2])
+    teachers = np.array([[0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [1.0, 0.0, 0.0], [0.3, 0.3, 0.4]], np.float32)
+    soft = distillation_targets(labels, teachers, weight=0.5)
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(soft[0], [0.6, 0.35, 0.05], atol=1e-6)
+    assert all(soft[i, label] >= soft[i].max() for i, label in enumerate(labels))
+    np.testing.assert_allclose(distillation_targets(labels, teachers, weight=0.0), np.eye(3)[labels])
+    with pytest.raises(ValueError, match="label keeps the larger share"):
+        distillation_targets(labels, teachers, weight=0.6)
+
+
+def test_soft_targets_that_contradict_the_labels_are_refused(prepared, tmp_path):
+    splits = load_prepared(prepared[0])
+    train_split = splits["train"]
+    wrong = np.eye(3, dtype=np.float32)[(train_split.labels + 1) % 3]
+    with pytest.raises(ValueError, match="largest on its label"):
+        train(train_split, splits["val"], input_size=96, hp=Hyperparameters(), weights=None, out_dir=tmp_path,
+              progress=False, targets=wrong)
+    assert smoothed_one_hot(np.array([1]), 0.05, 3) == pytest.approx(np.array([[0.05 / 3, 0.95 + 0.05 / 3, 0.05 / 3]]))
 
 
 def test_measure_only_sources_are_held_out_and_never_reach_training(prepared):

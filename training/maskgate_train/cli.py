@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="MaskTheFace mask templates for synthetic masks (default ../shared/data/mask-templates)")
             p.add_argument("--head-epochs", type=int, default=Hyperparameters.head_epochs)
             p.add_argument("--fine-tune-epochs", type=int, default=Hyperparameters.fine_tune_epochs)
+            p.add_argument("--teachers", type=int, default=Hyperparameters.teachers, choices=range(0, 9), metavar="N",
+                           help="train N teacher face models first and distil their mean prediction into the model: "
+                                "steadier from run to run, N+1 times the training time (default 0)")
         p.add_argument("--bundle", type=Path, default=default_bundle_dir(), help="model bundle directory to write")
 
     common(steps.add_parser("prepare", help="detect and crop faces, dedupe, split, write the manifest"), data=True)
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> dict | int | str:
     excluded = tuple(args.exclude_source)
     if args.step in ("train", "train-nose", "all", "holdout"):
         weights = None if args.no_imagenet else find_imagenet_weights(args.keras_home)
-        hp = Hyperparameters(head_epochs=args.head_epochs, fine_tune_epochs=args.fine_tune_epochs)
+        hp = Hyperparameters(head_epochs=args.head_epochs, fine_tune_epochs=args.fine_tune_epochs,
+                             teachers=args.teachers)
         if not (args.templates / "masks" / "masks.cfg").is_file():
             raise DataError(f"{args.templates}: mask templates not found (masks/masks.cfg)")
     if args.step == "holdout":

@@ -20,7 +20,7 @@ from .dataset import Split, add_synthetic, landmarks_of, load_prepared, manifest
 from .errors import DataError
 from .export import bundle_probs, to_int8_tflite, write_bundle
 from .prepare import prepare
-from .train import NORMALISATION, Hyperparameters, to_rgb_float, train
+from .train import NORMALISATION, Hyperparameters, distillation_targets, to_rgb_float, train
 
 MODEL_FILE = "model.keras"
 NOSE_MODEL_FILE = "nose.keras"
@@ -107,14 +107,29 @@ def _current_nose_model(work_dir: Path):
 
 def _fit(work_dir: Path, splits: dict[str, Split], *, hp: Hyperparameters, weights: Path | None,
          templates: Path | None, out_dir: Path, progress: bool):
-    """Subsampled real training crops plus synthetic ones (training split only) → trained model."""
+    """Subsampled real training crops plus synthetic ones (training split only) → trained model. With
+    ``hp.teachers``, that many teachers come first (the same recipe with seeds seed+1 …, each its own
+    subsample and synthetic faces): the model learns its labels mixed with their mean prediction."""
     prepared = json.loads(_require(work_dir / "prepare.json").read_text())
-    real = subsample(splits["train"], per_class=hp.max_real_per_class, seed=hp.seed)
-    train_split, synthetic = add_synthetic(real, seed=hp.seed, templates=templates)
+
+    def crops(seed: int) -> tuple[Split, Split, dict]:
+        real = subsample(splits["train"], per_class=hp.max_real_per_class, seed=seed)
+        return real, *add_synthetic(real, seed=seed, templates=templates)
+
+    real, train_split, synthetic = crops(hp.seed)
+    targets, teacher_seeds, teacher_probs = None, [], []
+    for seed in range(hp.seed + 1, hp.seed + 1 + hp.teachers):
+        teacher, _ = train(crops(seed)[1], splits["val"], input_size=prepared["input_size"],
+                           hp=replace(hp, seed=seed, teachers=0), weights=weights,
+                           out_dir=work_dir / f"teacher-{seed}", progress=progress)
+        teacher_probs.append(teacher.predict(to_rgb_float(train_split.images), verbose=0))
+        teacher_seeds.append(seed)
+    if teacher_probs:
+        targets = distillation_targets(train_split.labels, np.mean(teacher_probs, axis=0), weight=hp.distillation_weight)
     model, history = train(train_split, splits["val"], input_size=prepared["input_size"], hp=hp,
-                           weights=weights, out_dir=out_dir, progress=progress)
+                           weights=weights, out_dir=out_dir, progress=progress, targets=targets)
     return model, history, {"real_train_crops": int(len(real.labels)), "train_crops": int(len(train_split.labels)),
-                            **synthetic}
+                            **synthetic, "teacher_seeds": teacher_seeds}
 
 
 def run_evaluate(work_dir: Path, out_dir: Path, *, exclude_sources: tuple[str, ...] = ()) -> dict:
@@ -287,7 +302,8 @@ def run_holdout(work_dir: Path, *, source: str, hp: Hyperparameters, weights: Pa
                 templates: Path | None, progress: bool = True) -> dict:
     """Train without ``source`` at all, then predict every crop of it: how the recipe does on photos
     from a source it never saw (the figure a random split flatters). Float model; the probabilities
-    are kept (``holdout-<source>.npz``) for choosing the threshold."""
+    are kept (``holdout-<source>.npz``) for choosing the threshold. Without teachers: one training per
+    source keeps ``all`` within its time budget."""
     start = time.perf_counter()
     everything = load_prepared(work_dir)
     unseen_parts = [everything[s] for s in ("train", "val", "test")]
@@ -296,7 +312,7 @@ def run_holdout(work_dir: Path, *, source: str, hp: Hyperparameters, weights: Pa
     if not len(labels):
         raise DataError(f"{work_dir / 'manifest.csv'}: no crops from source {source!r}")
     splits = load_prepared(work_dir, exclude_sources=(source,))
-    model, history, crops = _fit(work_dir, splits, hp=hp, weights=weights, templates=templates,
+    model, history, crops = _fit(work_dir, splits, hp=replace(hp, teachers=0), weights=weights, templates=templates,
                                  out_dir=work_dir / f"holdout-{source}", progress=progress)
     probs = model.predict(to_rgb_float(images), verbose=0)
     threshold = ev.choose_threshold(model.predict(to_rgb_float(splits["val"].images), verbose=0), splits["val"].labels)
@@ -484,6 +500,11 @@ def render_report(metadata: dict) -> str:
               f"incorrect_mask (below the nose or under the chin), {t.get('synthetic_with_mask', 0)} with_mask "
               f"(nose bridge to chin), {t.get('synthetic_hand_over_mouth', 0)} without_mask (hand over mouth); "
               f"{t.get('real_train_crops', 0)} real training crops."
+              + (f" Distilled: the face model's targets are its labels mixed with the mean prediction of "
+                 f"{len(t['teacher_seeds'])} teacher{'s' * (len(t['teacher_seeds']) > 1)} (weight {t['hyperparameters']['distillation_weight']:g}; the same "
+                 f"recipe, seeds {', '.join(map(str, t['teacher_seeds']))}; "
+                 "the leave-one-source-out models are trained without teachers)."
+                 if t.get("teacher_seeds") else "")
               + (f" Nose check: {prov['nose_check_training']['nose_real_patches']} real nose patches and "
                  f"{prov['nose_check_training']['nose_synthetic_patches']} from synthetic masks (each bare training "
                  "face once worn correctly, once under or below the nose or under the chin), trained "

@@ -1,6 +1,7 @@
 """Step 2 — train: MobileNetV2 (alpha 0.35, ImageNet weights) transfer-trained on face crops.
 
-Reads top to bottom: hyperparameters, data, model, head training, fine-tuning, curves.
+Reads top to bottom: hyperparameters, data, model, head training, fine-tuning, curves. With
+``targets`` the model learns soft targets instead of its labels (distillation from teachers).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class Hyperparameters:
     max_real_per_class: int = 1200  # real training crops per label (the rare class keeps all); synthetic ones come on top
     seed: int = 1234
     backbone_until: str | None = None  # keep MobileNetV2 only up to this layer (a smaller, faster model)
+    teachers: int = 0  # face models (seeds seed+1 …) trained first; the model also learns their mean prediction
+    distillation_weight: float = 0.5  # share of the teachers' mean in the soft targets (the rest: the label)
 
 
 def find_imagenet_weights(keras_home: Path | None) -> Path:
@@ -106,9 +109,26 @@ def class_weights(labels: np.ndarray, classes: int = len(LABELS)) -> dict[int, f
     return {i: float(w) for i, w in enumerate(weights)}
 
 
+def smoothed_one_hot(labels: np.ndarray, smoothing: float, classes: int) -> np.ndarray:
+    """Label-smoothed one-hot targets (as Keras' ``CategoricalCrossentropy(label_smoothing=…)``)."""
+    return (np.eye(classes, dtype=np.float32)[labels] * (1 - smoothing) + smoothing / classes).astype(np.float32)
+
+
+def distillation_targets(labels: np.ndarray, teacher_probs: np.ndarray, *, weight: float) -> np.ndarray:
+    """Soft targets: ``weight`` × the teachers' mean probabilities + the rest on the true label, so the
+    label always keeps at least half (``weight`` ≤ 0.5) and the student also learns how alike the
+    classes look to several differently seeded models — steadier on photos nobody trained on."""
+    if not 0 <= weight <= 0.5:
+        raise ValueError("distillation weight must be within 0 … 0.5 (the label keeps the larger share)")
+    classes = teacher_probs.shape[1]
+    return ((1 - weight) * np.eye(classes, dtype=np.float32)[labels] + weight * teacher_probs).astype(np.float32)
+
+
 def train(train_split: Split, val_split: Split, *, input_size: int, hp: Hyperparameters,
-          weights: Path | None, out_dir: Path, progress: bool = True, classes: int = len(LABELS)):
-    """Head first, then fine-tune the top blocks; early stopping on validation loss."""
+          weights: Path | None, out_dir: Path, progress: bool = True, classes: int = len(LABELS),
+          targets: np.ndarray | None = None):
+    """Head first, then fine-tune the top blocks; early stopping on validation loss. ``targets``
+    (one row per training crop, summing to 1) replace the labels' smoothed one-hot targets."""
     import keras
     import tensorflow as tf
 
@@ -116,18 +136,24 @@ def train(train_split: Split, val_split: Split, *, input_size: int, hp: Hyperpar
     if len(train_split.labels) == 0 or len(val_split.labels) == 0:
         raise DataError("training and validation splits must both hold crops")
 
-    # Data
+    # Data (class weights go by each crop's label: Keras takes the argmax of soft targets, which is the label)
+    if targets is None:
+        targets = smoothed_one_hot(train_split.labels, hp.label_smoothing, classes)
+    elif targets.shape != (len(train_split.labels), classes) or np.any(
+            targets[np.arange(len(targets)), train_split.labels] < targets.max(axis=1) - 1e-6):
+        raise ValueError("soft targets need one row per training crop, largest on its label")
     augment = augmenter(hp.seed)
-    train_ds = (tf.data.Dataset.from_tensor_slices((to_rgb_float(train_split.images), train_split.labels))
+    train_ds = (tf.data.Dataset.from_tensor_slices((to_rgb_float(train_split.images), targets))
                 .shuffle(len(train_split.labels), seed=hp.seed).batch(hp.batch_size)
                 .map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2))
-    val_ds = tf.data.Dataset.from_tensor_slices((to_rgb_float(val_split.images), val_split.labels)).batch(128)
+    val_targets = smoothed_one_hot(val_split.labels, hp.label_smoothing, classes)
+    val_ds = tf.data.Dataset.from_tensor_slices((to_rgb_float(val_split.images), val_targets)).batch(128)
     weights_by_class = class_weights(train_split.labels, classes)
 
     def compile_and_fit(model, learning_rate, epochs, initial_epoch=0):
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
-            loss=_sparse_smoothed_loss(hp.label_smoothing, classes),
+            loss=keras.losses.CategoricalCrossentropy(),
             metrics=["accuracy"],
         )
         stop = keras.callbacks.EarlyStopping(patience=hp.early_stopping_patience, restore_best_weights=True)
@@ -152,20 +178,6 @@ def train(train_split: Split, val_split: Split, *, input_size: int, hp: Hyperpar
     history = {k: head.history[k] + tune.history.get(k, []) for k in head.history}
     save_curves(history, out_dir / "curves.png", fine_tune_start=len(head.epoch))
     return model, history
-
-
-def _sparse_smoothed_loss(smoothing: float, classes: int):
-    import keras
-
-    categorical = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
-
-    def loss(y_true, y_pred):
-        import tensorflow as tf
-
-        one_hot = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), classes)
-        return categorical(one_hot, y_pred)
-
-    return loss
 
 
 def save_curves(history: dict, path: Path, *, fine_tune_start: int) -> None:
