@@ -16,7 +16,8 @@ from maskgate.sources.scenes import door_scene
 from maskgate_train.cli import main as train_cli
 from maskgate_train.dataset import add_synthetic, load_prepared
 from maskgate_train.errors import DataError
-from maskgate_train.evaluate import choose_threshold, choose_with_nose, granted, held_out_threshold, tradeoff
+from maskgate_train.evaluate import (choose_threshold, choose_with_nose, door_verdicts, granted, held_out_threshold,
+                                     tradeoff)
 from maskgate_train.prepare import dhash, read_voc, split_of
 from maskgate_train.recipe import run_evaluate, run_export, run_holdout, run_prepare, run_train, run_train_nose
 from maskgate_train.train import Hyperparameters, distillation_targets, find_imagenet_weights, smoothed_one_hot, train
@@ -122,6 +123,9 @@ def test_prepare_train_evaluate_holdout_export_and_load_on_the_device(prepared, 
     report = (bundle / "report.md").read_text()
     assert "| scenes | trained without it |" in report and "| unlicensed | shipped recipe |" in report
     assert f"mean prediction of 1 teacher (weight 0.5; the same recipe, seeds {hp.seed + 1};" in report
+    verdicts = metadata["metrics"]["held_out_int8_door_verdicts"]
+    assert sum(sum(told.values()) for told in verdicts["all"].values()) == len(splits["heldout"].labels)
+    assert "What the door tells each face" in report
 
     assert (bundle / "nose.tflite").is_file() == ships_nose
 
@@ -135,6 +139,32 @@ def test_prepare_train_evaluate_holdout_export_and_load_on_the_device(prepared, 
     stale = json.loads((work / "nose.json").read_text()) | {"dataset_manifest_sha256": "another manifest"}
     (work / "nose.json").write_text(json.dumps(stale))
     assert run_evaluate(work, tmp_path / "again")["nose_threshold"] is None, "a stale nose check is not used"
+
+
+def test_door_verdicts_are_what_the_device_rule_says_per_true_label():
+    masked, bare, wrong = (LABELS.index(k) for k in ("with_mask", "without_mask", "incorrect_mask"))
+
+    def probs(**p):
+        row = np.zeros(len(LABELS))
+        for label, value in p.items():
+            row[LABELS.index(label)] = value
+        return row
+
+    faces = [  # (probabilities, true label, p(nose covered))
+        (probs(with_mask=0.95, without_mask=0.05), masked, 0.9),
+        (probs(with_mask=0.95, without_mask=0.05), wrong, 0.2),  # the nose check catches it
+        (probs(with_mask=0.95, incorrect_mask=0.05), masked, np.nan),  # no landmarks: no nose check
+        (probs(with_mask=0.2, incorrect_mask=0.7, without_mask=0.1), wrong, 0.9),
+        (probs(without_mask=0.9, with_mask=0.1), bare, 0.1),
+        (probs(with_mask=0.6, without_mask=0.3, incorrect_mask=0.1), masked, 0.9),  # below the threshold
+    ]
+    p, labels, nose = (np.array(column) for column in zip(*faces))
+    told = door_verdicts(p, labels, 0.9, nose, 0.75)
+    assert told["with_mask"] == {"mask worn": 2, "mask not clearly seen: face the camera": 1}
+    assert told["incorrect_mask"] == {"mask worn incorrectly: cover your nose and mouth": 2}
+    assert told["without_mask"] == {"no mask": 1}
+    assert door_verdicts(p, labels, 0.9)["incorrect_mask"] == {
+        "mask worn": 1, "mask worn incorrectly: cover your nose and mouth": 1}, "without a nose check"
 
 
 def test_distillation_targets_keep_the_label_largest_and_sum_to_one():

@@ -98,6 +98,28 @@ def granted(probs: np.ndarray, threshold: float, nose: np.ndarray | None = None,
     return grants
 
 
+GRANTED_REASON = "mask worn"
+
+
+def door_verdicts(probs: np.ndarray, labels: np.ndarray, threshold: float, nose: np.ndarray | None = None,
+                  nose_threshold: float | None = None) -> dict[str, dict[str, int]]:
+    """What the door tells each face, per true label: the device's own ``judge_frame`` on a frame
+    holding just that face (NaN nose: no landmarks, no check)."""
+    from maskgate.access.verdict import judge_frame
+    from maskgate.vision.classifier import Prediction
+    from maskgate.vision.core import FaceResult
+    from maskgate.vision.detector import Face
+
+    face = Face((0.0, 0.0, 1.0, 1.0), 1.0, ())
+    told: dict[str, dict[str, int]] = {label: {} for label in LABELS}
+    for i, (row, label) in enumerate(zip(probs, labels)):
+        covered = None if nose is None or np.isnan(nose[i]) else float(nose[i])
+        prediction = Prediction(dict(zip(LABELS, map(float, row))), covered)
+        reason = judge_frame([FaceResult(face, prediction)], threshold=threshold, nose_threshold=nose_threshold).reason
+        told[LABELS[label]][reason] = told[LABELS[label]].get(reason, 0) + 1
+    return told
+
+
 def choose_with_nose(probs: np.ndarray, labels: np.ndarray, nose: np.ndarray, *,
                      max_bare_rate: float = MAX_BARE_GRANT_RATE) -> tuple[float, float]:
     """(threshold, nose_threshold) letting in the most masked faces while bare faces stay ≤

@@ -275,7 +275,9 @@ def run_export(work_dir: Path, bundle_dir: Path, *, exclude_sources: tuple[str, 
                      "held_out_int8_pooled": ev.metrics(heldout_int8, heldout.labels, threshold, heldout_int8_nose,
                                                         nose_threshold),
                      "held_out_int8_by_mask_tag": _by_mask_tag(heldout, heldout_int8, threshold, heldout_int8_nose,
-                                                               nose_threshold)}
+                                                               nose_threshold),
+                     "held_out_int8_door_verdicts": _door_verdicts(heldout, heldout_int8, threshold, heldout_int8_nose,
+                                                                   nose_threshold)}
                     if len(heldout.labels) else {})},
         provenance={
             "date": datetime.date.today().isoformat(),
@@ -345,6 +347,14 @@ def _by_source(split, probs: np.ndarray, threshold: float, nose=None, nose_thres
     sources = np.array([r["source"] for r in split.rows])
     return {s: ev.metrics(probs[sources == s], split.labels[sources == s], threshold,
                           None if nose is None else nose[sources == s], nose_threshold) for s in sorted(set(sources))}
+
+
+def _door_verdicts(split, probs: np.ndarray, threshold: float, nose=None, nose_threshold=None) -> dict:
+    """What the door tells each measure-only face, all of them and those within the decision range."""
+    near = np.array([float(r["face_px"]) >= DECISION_RANGE_PX for r in split.rows])
+    return {"all": ev.door_verdicts(probs, split.labels, threshold, nose, nose_threshold),
+            "decision_range": ev.door_verdicts(probs[near], split.labels[near], threshold,
+                                               None if nose is None else nose[near], nose_threshold)}
 
 
 def _by_mask_tag(split, probs: np.ndarray, threshold: float, nose=None, nose_threshold=None) -> dict:
@@ -478,6 +488,10 @@ def render_report(metadata: dict) -> str:
                   "| tag | masked granted | faces |", "|---|---|---|"]
         lines += [f"| {tag} | {pct(r['masked_granted_rate'])} | {r['n']} |"
                   for tag, r in metrics["held_out_int8_by_mask_tag"].items()]
+    if metrics.get("held_out_int8_door_verdicts"):
+        lines += ["", "What the door tells each face (int8, one face per frame, the device's own `judge_frame`; "
+                  f"% of each true label; in brackets: faces ≥ {DECISION_RANGE_PX} px, the decision range):", ""]
+        lines += _verdict_table(metrics["held_out_int8_door_verdicts"])
     lines += ["", "## Test split (same sources as training — flattering)", "",
               "| figure | value |", "|---|---|",
               f"| with_mask vs without_mask faces, balanced accuracy | {pct(m['with_vs_without_balanced_accuracy'])} |",
@@ -520,3 +534,17 @@ def _distillation_note(trained: dict) -> str:
             f"teacher{'s' * (len(seeds) > 1)} (weight {trained['hyperparameters']['distillation_weight']:g}; the "
             f"same recipe, seeds {', '.join(map(str, seeds))}; the leave-one-source-out models are trained "
             "without teachers).")
+
+
+def _verdict_table(verdicts: dict) -> list[str]:
+    every, near = verdicts["all"], verdicts["decision_range"]
+    reasons = sorted({r for told in every.values() for r in told}, key=lambda r: (r != ev.GRANTED_REASON, r))
+    lines = ["| true label | faces | " + " | ".join(f"told \"{r}\"" for r in reasons) + " |",
+             "|---|---|" + "---|" * len(reasons)]
+    for label, told in every.items():
+        n, n_near = sum(told.values()), sum(near[label].values())
+        if n:
+            lines.append(f"| {label} | {n} ({n_near}) | " + " | ".join(
+                f"{100 * told.get(r, 0) / n:.1f} % ({100 * near[label].get(r, 0) / max(n_near, 1):.1f} %)"
+                for r in reasons) + " |")
+    return lines
