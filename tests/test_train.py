@@ -167,6 +167,17 @@ def test_door_verdicts_are_what_the_device_rule_says_per_true_label():
         "mask worn": 1, "mask worn incorrectly: cover your nose and mouth": 1}, "without a nose check"
 
 
+def test_the_vectorised_grant_rule_agrees_with_the_device_rule():
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(len(LABELS)) * 0.5, size=400)
+    labels = rng.integers(len(LABELS), size=400)
+    nose = np.where(rng.random(400) < 0.1, np.nan, rng.random(400))
+    grants = granted(probs, 0.7, nose, 0.5)
+    told = door_verdicts(probs, labels, 0.7, nose, 0.5)
+    for k, label in enumerate(LABELS):
+        assert told[label].get("mask worn", 0) == grants[labels == k].sum()
+
+
 def test_distillation_targets_keep_the_label_largest_and_sum_to_one():
     labels = np.array([0, 1, 2, 2])
     teachers = np.array([[0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [1.0, 0.0, 0.0], [0.3, 0.3, 0.4]], np.float32)
