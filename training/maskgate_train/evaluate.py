@@ -6,7 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from maskgate.vision.classifier import LABELS
+from maskgate.access.verdict import GRANTED_REASON, judge_frame
+from maskgate.vision.classifier import LABELS, Prediction
+from maskgate.vision.core import FaceResult
+from maskgate.vision.detector import Face
 
 MAX_FALSE_GRANT_RATE = 0.005  # faces without a correct mask granted at most this often
 MAX_BARE_GRANT_RATE = 0.01  # the shipped rule: bare faces from sources never trained on granted at most this often
@@ -98,18 +101,10 @@ def granted(probs: np.ndarray, threshold: float, nose: np.ndarray | None = None,
     return grants
 
 
-GRANTED_REASON = "mask worn"
-
-
 def door_verdicts(probs: np.ndarray, labels: np.ndarray, threshold: float, nose: np.ndarray | None = None,
                   nose_threshold: float | None = None) -> dict[str, dict[str, int]]:
     """What the door tells each face, per true label: the device's own ``judge_frame`` on a frame
     holding just that face (NaN nose: no landmarks, no check)."""
-    from maskgate.access.verdict import judge_frame
-    from maskgate.vision.classifier import Prediction
-    from maskgate.vision.core import FaceResult
-    from maskgate.vision.detector import Face
-
     face = Face((0.0, 0.0, 1.0, 1.0), 1.0, ())
     told: dict[str, dict[str, int]] = {label: {} for label in LABELS}
     for i, (row, label) in enumerate(zip(probs, labels)):

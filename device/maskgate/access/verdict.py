@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from ..config import DecisionConfig
 
 Policy = Literal["nearest", "all"]
+GRANTED_REASON = "mask worn"
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def judge_frame(
         nose = result.prediction.nose_covered
         if nose_threshold is not None and nose is not None and nose < nose_threshold:
             return Verdict("denied", "mask worn incorrectly: cover your nose and mouth")
-    return Verdict("granted", "mask worn")
+    return Verdict("granted", GRANTED_REASON)
 
 
 def classify_record(image: str, result: FrameResult, rule: Rule) -> dict:
