@@ -52,14 +52,42 @@ def test_masked_person_is_granted_after_n_frames_then_relocked_after_unlock_seco
     assert regranted[-1].outcome == "granted"
 
 
-@pytest.mark.parametrize("probs, reason", [(BARE, "no mask"), (NOSE_OUT, "cover your nose"),
-                                           (UNSURE, "mask not clearly seen")])
-def test_unmasked_incorrect_or_unsure_never_unlocks(probs, reason):
+@pytest.mark.parametrize("probs, reason", [(BARE, "no mask"), (NOSE_OUT, "cover your nose")])
+def test_unmasked_or_incorrect_never_unlocks_and_is_denied(probs, reason):
     decider = Decider(config(), rule=rule(config()))
     decisions = feed(decider, [frame(person(probs))] * 50)
     assert not any(d.unlocked for d in decisions)
     denied = [d for d in decisions if d.outcome == "denied"]
     assert denied and reason in denied[0].reason
+
+
+def test_unsure_frames_ask_to_face_the_camera_and_neither_unlock_nor_deny():
+    decider = Decider(config(), rule=rule(config()))
+    decisions = feed(decider, [frame(person(UNSURE))] * 50)
+    assert {d.state for d in decisions} == {"checking"}
+    assert {d.outcome for d in decisions} == {None}
+    assert decisions[-1].reason == "mask not clearly seen: face the camera"
+
+
+def test_masked_person_walking_up_unsure_is_let_in_without_a_denial_first():
+    decider = Decider(config(), rule=rule(config()))
+    decisions = feed(decider, [frame(person(UNSURE))] * 4 + [frame(person(MASKED))] * 3)
+    assert [d.outcome for d in decisions] == [None] * 6 + ["granted"]
+
+
+def test_an_unsure_frame_restarts_the_count_of_masked_frames():
+    decider = Decider(config(), rule=rule(config()))
+    masked, unsure = frame(person(MASKED)), frame(person(UNSURE))
+    decisions = feed(decider, [masked, masked, unsure, masked, masked])
+    assert not any(d.unlocked for d in decisions)
+    assert decider.update(masked, 1.0).outcome == "granted"
+
+
+def test_policy_all_denies_a_bare_face_beside_an_unsure_one():
+    decider = Decider(config(policy="all"), rule=rule(config(policy="all")))
+    two = frame(person(UNSURE, size=220), person(BARE, size=150, x=400))
+    decisions = feed(decider, [two] * 3)
+    assert decisions[2].outcome == "denied" and "not everyone" in decisions[2].reason
 
 
 def test_one_unmasked_frame_restarts_the_count():

@@ -74,6 +74,8 @@ def test_remote_beyond_loopback_with_a_long_token_is_accepted_and_the_token_stay
     ("denied", "no mask", 1, "Please wear a mask", "stop"),
     ("denied", "mask worn incorrectly: cover your nose and mouth", 1, "Please cover your nose", "warn"),
     ("denied", "mask not clearly seen: face the camera", 1, "Please face the camera", "warn"),
+    ("checking", "mask not clearly seen: face the camera", 1, "Please face the camera", "warn"),
+    ("checking", "no mask", 1, "Checking…", "wait"),
     ("checking", "no mask", 2, "One person at a time", "warn"),
     ("camera_lost", "camera unavailable: camera 0: no frame", 0, "Camera unavailable — door locked", "locked"),
     ("emergency", "fire alarm", 0, "Emergency — door released", "alarm"),

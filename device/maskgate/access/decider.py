@@ -2,6 +2,10 @@
 
 idle ──face──► checking ──N masked frames──► granted (unlocked for unlock_seconds) ──► cooldown ──► idle
                   └──────N unmasked frames──► denied (shown for denied_seconds) ─────────────────► idle
+
+A frame where the mask is not clearly seen (a turned face, a mask type the model is unsure of) keeps
+the door checking and asks the person to face the camera: it breaks a run of masked frames but never
+counts towards a denial, so a masked person walking up at an angle is not turned away first.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ class Decision:
 
 
 class Decider:
-    """Grants after ``frames_to_decide`` consecutive masked frames, denies after as many unmasked ones."""
+    """Grants after ``frames_to_decide`` consecutive masked frames, denies after as many unmasked ones;
+    unsure frames (see ``Verdict.unsure``) only restart the count."""
 
     def __init__(self, config: DecisionConfig, *, rule: Rule):
         self.config = config
@@ -60,11 +65,14 @@ class Decider:
         if verdict.outcome == "no_face":
             self._enter("idle", now)
             return Decision("idle", verdict.reason)
+        self.state = "checking"
+        if verdict.unsure:
+            self._streak_outcome, self._streak = None, 0
+            return Decision("checking", verdict.reason)
         if verdict.outcome == self._streak_outcome:
             self._streak += 1
         else:
             self._streak_outcome, self._streak = verdict.outcome, 1
-        self.state = "checking"
         if self._streak < self.config.frames_to_decide:
             return Decision("checking", verdict.reason)
         self._reason = verdict.reason

@@ -38,6 +38,7 @@ class Rule:
 class Verdict:
     outcome: Literal["granted", "denied", "no_face"]
     reason: str
+    unsure: bool = False  # the mask was not clearly seen: this frame neither grants nor counts as a denial
 
 
 def judge_frame(
@@ -52,25 +53,36 @@ def judge_frame(
     bundle has a nose check (``nose_threshold``), p(nose covered) ≥ ``nose_threshold``.
 
     Faces smaller than ``min_face_px`` (height) are too far away to count; under ``nearest``
-    only the largest face counts, under ``all`` every face does.
+    only the largest face counts, under ``all`` every face does, and a face clearly refused outweighs
+    one whose mask is not clearly seen.
     """
     counted = [f for f in faces if f.face.height >= min_face_px]
     if not counted:
         return Verdict("no_face", "no face close enough" if faces else "no face")
     if policy == "nearest":
         counted = [max(counted, key=lambda f: f.face.width * f.face.height)]
+    unsure = None
     for result in counted:
-        probs = result.prediction.probs
-        if result.prediction.label == "incorrect_mask":
-            return Verdict("denied", "mask worn incorrectly: cover your nose and mouth")
-        if result.prediction.label == "with_mask" and probs["with_mask"] < threshold:
-            return Verdict("denied", "mask not clearly seen: face the camera")
-        if probs.get("with_mask", 0.0) < threshold:
-            return Verdict("denied", "no mask" if len(counted) == 1 else "not everyone wears a mask")
-        nose = result.prediction.nose_covered
-        if nose_threshold is not None and nose is not None and nose < nose_threshold:
-            return Verdict("denied", "mask worn incorrectly: cover your nose and mouth")
-    return Verdict("granted", GRANTED_REASON)
+        verdict = _refusal(result, threshold=threshold, nose_threshold=nose_threshold, alone=len(counted) == 1)
+        if verdict is not None and not verdict.unsure:
+            return verdict
+        unsure = unsure or verdict
+    return unsure or Verdict("granted", GRANTED_REASON)
+
+
+def _refusal(result: FaceResult, *, threshold: float, nose_threshold: float | None, alone: bool) -> Verdict | None:
+    """Why this face keeps the door shut, or None when it may pass."""
+    probs = result.prediction.probs
+    if result.prediction.label == "incorrect_mask":
+        return Verdict("denied", "mask worn incorrectly: cover your nose and mouth")
+    if result.prediction.label == "with_mask" and probs["with_mask"] < threshold:
+        return Verdict("denied", "mask not clearly seen: face the camera", unsure=True)
+    if probs.get("with_mask", 0.0) < threshold:
+        return Verdict("denied", "no mask" if alone else "not everyone wears a mask")
+    nose = result.prediction.nose_covered
+    if nose_threshold is not None and nose is not None and nose < nose_threshold:
+        return Verdict("denied", "mask worn incorrectly: cover your nose and mouth")
+    return None
 
 
 def classify_record(image: str, result: FrameResult, rule: Rule) -> dict:

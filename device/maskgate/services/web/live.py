@@ -48,7 +48,8 @@ VIEWS: dict[str, tuple[str, str, str, str, str]] = {
     "stopped": ("locked", "lock", "LOCKED", "Out of service — door locked", "Please ask staff"),
     "offline": ("locked", "camera-off", "OFFLINE", "Door offline", "No answer from this door"),
 }
-DENIAL_VIEWS = {"mask worn incorrectly": "nose", "mask not clearly seen": "face_camera",
+UNSURE_REASON = "mask not clearly seen"
+DENIAL_VIEWS = {"mask worn incorrectly": "nose", UNSURE_REASON: "face_camera",
                 "not everyone wears a mask": "everyone"}
 
 
@@ -57,6 +58,8 @@ def screen(state: str, reason: str, near_faces: int) -> dict:
     key = state
     if state == "denied":
         key = next((view for start, view in DENIAL_VIEWS.items() if reason.startswith(start)), "denied")
+    elif state == "checking" and reason.startswith(UNSURE_REASON):
+        key = "face_camera"
     if state in ("checking", "denied") and near_faces > 1:
         key = "one_person"
     tone, icon, word, title, detail = VIEWS.get(key, VIEWS["idle"])
