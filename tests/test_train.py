@@ -16,8 +16,11 @@ from maskgate.sources.scenes import door_scene
 from maskgate_train.cli import main as train_cli
 from maskgate_train.dataset import add_synthetic, load_prepared
 from maskgate_train.errors import DataError
-from maskgate_train.evaluate import (choose_threshold, choose_with_nose, door_verdicts, granted, held_out_threshold,
-                                     tradeoff)
+from maskgate.access.verdict import Rule
+from maskgate.config import DecisionConfig
+from maskgate.vision.classifier import Prediction
+from maskgate_train.evaluate import (choose_threshold, choose_with_nose, door_over_time, door_verdicts, granted,
+                                     held_out_threshold, jittered, tradeoff)
 from maskgate_train.prepare import dhash, read_voc, split_of
 from maskgate_train.recipe import run_evaluate, run_export, run_holdout, run_prepare, run_train, run_train_nose
 from maskgate_train.train import Hyperparameters, distillation_targets, find_imagenet_weights, smoothed_one_hot, train
@@ -165,6 +168,36 @@ def test_door_verdicts_are_what_the_device_rule_says_per_true_label():
     assert told["without_mask"] == {"no mask": 1}
     assert door_verdicts(p, labels, 0.9)["incorrect_mask"] == {
         "mask worn": 1, "mask worn incorrectly: cover your nose and mouth": 1}, "without a nose check"
+
+
+def test_a_jittered_frame_moves_the_keypoints_with_the_face():
+    rng = np.random.default_rng(5)
+    crop = np.zeros((128, 128, 3), np.uint8)
+    cv2.circle(crop, (40, 50), 4, (255, 255, 255), -1)
+    frames = [jittered(crop, np.array([[40.0, 50.0]]), rng) for _ in range(20)]
+    assert all(image[int(round(p[0, 1])), int(round(p[0, 0]))].min() > 150 for image, p in frames)
+    assert len({tuple(np.round(p[0], 2)) for _, p in frames}) == 20, "every frame moves the face"
+    assert jittered(crop, None, rng)[1] is None
+
+
+def test_door_over_time_feeds_the_device_decider_jittered_frames():
+    def classify(images, keypoints=None):
+        brightness = float(images[0].mean())
+        assert keypoints is not None and keypoints[0].shape == (5, 2)
+        if brightness > 180:
+            return [Prediction({"with_mask": 0.97, "without_mask": 0.02, "incorrect_mask": 0.01}, 0.9)]
+        if brightness < 70:
+            return [Prediction({"with_mask": 0.03, "without_mask": 0.95, "incorrect_mask": 0.02}, 0.1)]
+        return [Prediction({"with_mask": 0.6, "without_mask": 0.3, "incorrect_mask": 0.1}, 0.9)]  # unsure
+
+    crops = np.stack([np.full((128, 128, 3), v, np.uint8) for v in (230, 20, 128)])
+    points = [np.array([[40, 50], [88, 50], [64, 70], [50, 95], [78, 95]], np.float32)] * 3
+    labels = np.array([LABELS.index(k) for k in ("with_mask", "without_mask", "incorrect_mask")])
+    rule = Rule(threshold=0.9, nose_threshold=0.75)
+    outcomes = door_over_time(classify, crops, points, labels, rule=rule, decision=DecisionConfig())
+    assert outcomes == {"with_mask": {"granted": 1}, "without_mask": {"denied": 1}, "incorrect_mask": {"checking": 1}}
+    too_short = door_over_time(classify, crops, points, labels, rule=rule, decision=DecisionConfig(), seconds=0.2)
+    assert too_short["with_mask"] == {"checking": 1}, "two frames are fewer than frames_to_decide"
 
 
 def test_the_vectorised_grant_rule_agrees_with_the_device_rule():

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from maskgate.vision.classifier import LABELS, NOSE_LABELS, BundleMetadata, NoseCheck
+from maskgate.access.verdict import Rule
+from maskgate.config import DecisionConfig
+from maskgate.vision.classifier import LABELS, NOSE_LABELS, BundleMetadata, MaskClassifier, NoseCheck
 from maskgate.vision.crop import nose_patch
 
 from . import evaluate as ev
@@ -27,6 +29,7 @@ NOSE_MODEL_FILE = "nose.keras"
 NOSE_INPUT_SIZE = 96
 NOSE_BACKBONE_UNTIL = "block_13_expand_relu"  # stride 16: 6×6 at 96 px; the bundle stays under 1 MB
 DECISION_RANGE_PX = 80  # the device's default decision.min_face_px: smaller faces are never granted
+DOOR_SECONDS, DOOR_FPS = 3.0, 10.0  # how long a person is simulated at the door, and the frame rate
 REPRESENTATIVE_CROPS = 300
 
 
@@ -277,7 +280,8 @@ def run_export(work_dir: Path, bundle_dir: Path, *, exclude_sources: tuple[str, 
                      "held_out_int8_by_mask_tag": _by_mask_tag(heldout, heldout_int8, threshold, heldout_int8_nose,
                                                                nose_threshold),
                      "held_out_int8_door_verdicts": _door_verdicts(heldout, heldout_int8, threshold, heldout_int8_nose,
-                                                                   nose_threshold)}
+                                                                   nose_threshold),
+                     "held_out_int8_door_over_time": _door_over_time(heldout, bundle_dir)}
                     if len(heldout.labels) else {})},
         provenance={
             "date": datetime.date.today().isoformat(),
@@ -355,6 +359,20 @@ def _door_verdicts(split, probs: np.ndarray, threshold: float, nose=None, nose_t
     return {"all": ev.door_verdicts(probs, split.labels, threshold, nose, nose_threshold),
             "decision_range": ev.door_verdicts(probs[near], split.labels[near], threshold,
                                                None if nose is None else nose[near], nose_threshold)}
+
+
+def _door_over_time(split, bundle_dir: Path) -> dict:
+    """The door's first decision within 3 s on each measure-only face in the decision range, from
+    jittered frames through the exported bundle and the device's default decision settings."""
+    near = [i for i, r in enumerate(split.rows) if float(r["face_px"]) >= DECISION_RANGE_PX]
+    classifier = MaskClassifier(bundle_dir, num_threads=2)
+    rule = Rule(threshold=classifier.threshold, nose_threshold=classifier.nose_threshold)
+    keypoints = _keypoints(split)
+    decision = DecisionConfig()
+    return {"seconds": DOOR_SECONDS, "fps": DOOR_FPS, "frames_to_decide": decision.frames_to_decide,
+            "outcomes": ev.door_over_time(classifier.classify, split.images[near], [keypoints[i] for i in near],
+                                          split.labels[near], rule=rule, decision=decision,
+                                          seconds=DOOR_SECONDS, fps=DOOR_FPS)}
 
 
 def _by_mask_tag(split, probs: np.ndarray, threshold: float, nose=None, nose_threshold=None) -> dict:
@@ -492,6 +510,8 @@ def render_report(metadata: dict) -> str:
         lines += ["", "What the door tells each face (int8, one face per frame, the device's own `judge_frame`; "
                   f"% of each true label; in brackets: faces ≥ {DECISION_RANGE_PX} px, the decision range):", ""]
         lines += _verdict_table(metrics["held_out_int8_door_verdicts"])
+    if metrics.get("held_out_int8_door_over_time"):
+        lines += _over_time_table(metrics["held_out_int8_door_over_time"])
     lines += ["", "## Test split (same sources as training — flattering)", "",
               "| figure | value |", "|---|---|",
               f"| with_mask vs without_mask faces, balanced accuracy | {pct(m['with_vs_without_balanced_accuracy'])} |",
@@ -534,6 +554,21 @@ def _distillation_note(trained: dict) -> str:
             f"teacher{'s' * (len(seeds) > 1)} (weight {trained['hyperparameters']['distillation_weight']:g}; the "
             f"same recipe, seeds {', '.join(map(str, seeds))}; the leave-one-source-out models are trained "
             "without teachers).")
+
+
+def _over_time_table(over_time: dict) -> list[str]:
+    lines = ["", f"The door's first decision within {over_time['seconds']:g} s (faces ≥ {DECISION_RANGE_PX} px; "
+             f"simulated: {over_time['fps']:g} frames/s, each a jittered copy of the photo — ≤ 3 px shift, ±5 % scale, "
+             f"±4° roll, ±10 % light, sensor noise — through the int8 bundle and the device's `Decider`, "
+             f"{over_time['frames_to_decide']} frames to decide; a frame whose mask is not clearly seen only "
+             "restarts the count):", "",
+             "| true label | faces | granted | denied | still checking (asked to face the camera) |", "|---|---|---|---|---|"]
+    for label, outcomes in over_time["outcomes"].items():
+        n = sum(outcomes.values())
+        if n:
+            lines.append(f"| {label} | {n} | " + " | ".join(f"{100 * outcomes.get(o, 0) / n:.1f} %"
+                                                           for o in ("granted", "denied", "checking")) + " |")
+    return lines
 
 
 def _verdict_table(verdicts: dict) -> list[str]:
