@@ -129,6 +129,10 @@ def test_prepare_train_evaluate_holdout_export_and_load_on_the_device(prepared, 
     verdicts = metadata["metrics"]["held_out_int8_door_verdicts"]
     assert sum(sum(told.values()) for told in verdicts["all"].values()) == len(splits["heldout"].labels)
     assert "What the door tells each face" in report
+    over_time = metadata["metrics"]["held_out_int8_door_over_time"]
+    near = sum(float(r["face_px"]) >= 80 for r in splits["heldout"].rows)
+    assert near and sum(sum(outcome.values()) for outcome in over_time["outcomes"].values()) == near
+    assert "The door's first decision within 3 s" in report
 
     assert (bundle / "nose.tflite").is_file() == ships_nose
 
