@@ -562,7 +562,7 @@ def _over_time_table(over_time: dict) -> list[str]:
              f"±4° roll, ±10 % light, sensor noise — through the int8 bundle and the device's `Decider`, "
              f"{over_time['frames_to_decide']} frames to decide; a frame whose mask is not clearly seen only "
              "restarts the count):", "",
-             "| true label | faces | granted | denied | still checking (asked to face the camera) |", "|---|---|---|---|---|"]
+             "| true label | faces | granted | denied | still checking |", "|---|---|---|---|---|"]
     for label, outcomes in over_time["outcomes"].items():
         n = sum(outcomes.values())
         if n:
