@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 Policy = Literal["nearest", "all"]
 GRANTED_REASON = "mask worn"
+UNSURE_REASON = "mask not clearly seen: face the camera"
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def _refusal(result: FaceResult, *, threshold: float, nose_threshold: float | No
     if result.prediction.label == "incorrect_mask":
         return Verdict("denied", "mask worn incorrectly: cover your nose and mouth")
     if result.prediction.label == "with_mask" and probs["with_mask"] < threshold:
-        return Verdict("denied", "mask not clearly seen: face the camera", unsure=True)
+        return Verdict("denied", UNSURE_REASON, unsure=True)
     if probs.get("with_mask", 0.0) < threshold:
         return Verdict("denied", "no mask" if alone else "not everyone wears a mask")
     nose = result.prediction.nose_covered

@@ -19,6 +19,7 @@ from typing import Awaitable, Callable
 import cv2
 import numpy as np
 
+from ...access.verdict import UNSURE_REASON
 from ...messages import CameraChanged, DoorChanged, FrameProcessed, Lifecycle
 from ...vision.core import FaceResult, face_json
 
@@ -48,7 +49,6 @@ VIEWS: dict[str, tuple[str, str, str, str, str]] = {
     "stopped": ("locked", "lock", "LOCKED", "Out of service — door locked", "Please ask staff"),
     "offline": ("locked", "camera-off", "OFFLINE", "Door offline", "No answer from this door"),
 }
-UNSURE_REASON = "mask not clearly seen"
 DENIAL_VIEWS = {"mask worn incorrectly": "nose", UNSURE_REASON: "face_camera",
                 "not everyone wears a mask": "everyone"}
 
