@@ -2,9 +2,10 @@
 
 It owns no side effect but the vision claim on the door: logging, status, preview and telemetry are
 bus subscribers. A lost camera locks the door and is retried with backoff (doubling, capped at
-``reconnect_max_seconds``, with jitter): a camera that cannot be opened, and one that opens but has
-not given a usable frame since (a replay file that cannot be read, a stream that fails at once), so
-neither spins. The loop beats its heartbeat while it waits, so the supervisor can tell a camera
+``reconnect_max_seconds``, with jitter): a camera that cannot be opened, and any failure that follows
+another without a usable frame between them (a replay file that opens but cannot be read, a stream
+that fails at once, unreadable images), so none of them spins; the first failure after good frames
+is retried at once. The loop beats its heartbeat while it waits, so the supervisor can tell a camera
 outage from a stuck loop.
 """
 
@@ -56,15 +57,15 @@ class FrameLoop:
         self._backoff = 1.0
 
     def run(self) -> None:
-        source, camera_ok, usable = None, None, False  # usable: a frame went through since the source opened
+        source, camera_ok, usable = None, None, False  # usable: the last read gave a frame that went through
         last = time.monotonic()
         try:
             while not self.stop.is_set():
                 self.heartbeat.beat()
                 if source is None:
                     try:
-                        source, usable = self.open_source(), False
-                    except SourceError as exc:
+                        source = self.open_source()
+                    except (SourceError, OSError) as exc:  # OSError: e.g. out of file descriptors
                         camera_ok = self._camera_lost(exc, camera_ok)
                         self._back_off()
                         continue
@@ -76,15 +77,17 @@ class FrameLoop:
                     return
                 except FrameError as exc:  # one unusable frame: locked, same source
                     camera_ok = self._camera_lost(exc, camera_ok)
-                    if not usable:
+                    if not usable:  # two in a row: wait before the next
                         self._back_off()
+                    usable = False
                     continue
-                except SourceError as exc:
+                except (SourceError, OSError) as exc:
                     camera_ok = self._camera_lost(exc, camera_ok)
                     source.close()
                     source = None
                     if not usable:  # it opens but cannot be read: wait before opening it again
                         self._back_off()
+                    usable = False
                     continue
                 usable = True
                 if not camera_ok:
