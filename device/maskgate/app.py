@@ -33,6 +33,7 @@ from .messages import Lifecycle
 from .records.events import EventLog
 from .records.recorder import Recorder
 from .sources import files_or_video, make_source
+from .vision.bundles import installed_bundle
 from .vision.classifier import MaskClassifier, default_bundle_dir, model_files, read_metadata
 from .vision.core import InferenceCore
 from .vision.detector import FaceDetector, default_model_path
@@ -59,6 +60,8 @@ SERVICES: list[str] = [
     "maskgate.services.control:build",
     "maskgate.services.mqtt:build",
     "maskgate.services.web:build",
+    "maskgate.records.collector:build",
+    "maskgate.services.shadow:build",
 ]
 
 
@@ -67,11 +70,18 @@ def _builder(spec: str) -> Callable[["App"], Service | None]:
     return getattr(importlib.import_module(module), name)
 
 
+def classifier_bundle(config: Config) -> Path:
+    """The door's model: classifier.model_dir, else the bundle ``maskgate model activate`` made active, else
+    the shipped one."""
+    return (config.classifier.model_dir or installed_bundle(config.events.resolved_state_dir())
+            or default_bundle_dir())
+
+
 def build_core(config: Config) -> InferenceCore:
     return InferenceCore(
         FaceDetector(config.detector.model_path, num_threads=config.detector.num_threads,
                      score_threshold=config.detector.score_threshold),
-        MaskClassifier(config.classifier.model_dir, num_threads=config.classifier.num_threads),
+        MaskClassifier(classifier_bundle(config), num_threads=config.classifier.num_threads),
     )
 
 
@@ -87,7 +97,7 @@ def _pick(override: float | None, bundle: float | None) -> float | None:
 
 def preflight(config: Config) -> None:
     """What the daemon would refuse at start beyond the schema: model files, the replay source."""
-    bundle = config.classifier.model_dir or default_bundle_dir()
+    bundle = classifier_bundle(config)
     metadata = read_metadata(bundle)
     for path in model_files(bundle, metadata):
         if not path.is_file():

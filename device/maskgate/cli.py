@@ -305,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     door.add_argument("--socket", type=Path, metavar="PATH", help=f"control socket (default {DEFAULT_CONTROL_SOCKET})")
     door.add_argument("--json", action="store_true", help="print the daemon's reply as JSON")
     door.set_defaults(handler=cmd_door)
+
+    from .teach import add_commands
+
+    add_commands(commands, duration=_positive_duration)
     return parser
 
 
