@@ -93,15 +93,15 @@ class Shadow:
 
     name = "shadow"
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, *, sample_seconds: float = SAMPLE_SECONDS):
+        self.app, self.sample_seconds = app, sample_seconds
         self.models = Models(app.config.events.resolved_state_dir())
         self.request_path, self.result_path = self.models.root / REQUEST, self.models.root / RESULT
         self.run: ShadowRun | None = None
         self._seen: float | None = None  # the request file's mtime
         self._checked = self._sampled = self._written = 0.0
         self.subscription = app.bus.subscribe(FrameProcessed, self.on_frame, name="shadow", latest=True,
-                                              when=lambda m: m.time - self._sampled >= SAMPLE_SECONDS)
+                                              when=lambda m: m.time - self._sampled >= self.sample_seconds)
 
     def on_frame(self, message: FrameProcessed) -> None:
         now = message.time
