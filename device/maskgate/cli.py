@@ -200,6 +200,13 @@ def _duration(text: str) -> float:
     return value
 
 
+def _positive_duration(text: str) -> float:
+    value = _duration(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be longer than 0: {text!r}")
+    return value
+
+
 def _override_duration(text: str) -> float:
     value = _duration(text)
     if value < 1:
