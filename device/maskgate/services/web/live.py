@@ -184,6 +184,7 @@ class LiveFeed:
 
     def __init__(self, app, channel: Channel, *, preview_fps: float):
         self.controller, self.channel = app.controller, channel
+        self.collecting = app.config.collect.enabled  # the kiosk says so while faces are kept
         self.preview_every = 1.0 / preview_fps
         self._lock = threading.RLock()
         self._camera_ok: bool | None = None
@@ -215,7 +216,8 @@ class LiveFeed:
             return {"type": "status", "state": state, "reason": door["reason"], "door": door["door"],
                     "layer": door["layer"], "who": door["who"], "seconds_left": door["seconds_left"],
                     "faces": self._faces, "fps": round(self._fps, 1), "camera_ok": bool(self._camera_ok),
-                    "time": time.time(), "view": screen(state, door["reason"], self._near)}
+                    "time": time.time(), "view": screen(state, door["reason"], self._near),
+                    "collecting": self.collecting}
 
     def _on_event(self, message) -> None:
         with self._lock:
