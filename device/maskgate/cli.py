@@ -165,12 +165,21 @@ def cmd_events(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(event.as_dict()))
         else:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.time))
-            labels = ", ".join(f"{f['label']} {f['confidence']:.0%}" for f in event.faces)
-            why = f"{event.reason} ({event.code}" + ("" if event.face is None else f", face {event.face + 1}") + ")"
-            print(f"{when}  {event.outcome:<11} {why if event.code else event.reason}"
-                  + (f"  [{labels}]" if labels else ""))
+            print(_event_line(event))
     return 0
+
+
+def _event_line(event) -> str:
+    """One event as text: when, what, who (or what) asked, why, and the faces or the end of a timed change."""
+    import time
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.time))
+    labels = ", ".join(f"{f['label']} {f['confidence']:.0%}" for f in event.faces)
+    until = "" if event.until is None else f"  until {time.strftime('%H:%M:%S', time.localtime(event.until))}"
+    why = event.reason if not event.code else (
+        f"{event.reason} ({event.code}" + ("" if event.face is None else f", face {event.face + 1}") + ")")
+    return (f"{when}  {event.outcome:<11} {event.source or '-':<18} {why}{until}"
+            + (f"  [{labels}]" if labels else ""))
 
 
 def _port(text: str) -> int:
