@@ -147,13 +147,15 @@ class App:
             self.close()
             raise
 
-    def run(self) -> int:
-        """Start everything, supervise until stopped or the loop ends, then lock and shut down."""
+    def run(self, *, on_ready: Callable[[], None] = lambda: None) -> int:
+        """Start everything (``on_ready`` once the services listen), supervise until stopped or the loop
+        ends, then lock and shut down."""
         self.bus.publish(Lifecycle("started", "daemon started", time.time()))
         self.controller.start()
         try:
             for service in self.services:
                 service.start()
+            on_ready()
             self._loop_thread.start()
             self.notifier.ready("daemon started; door locked")
             self._supervise()
@@ -226,17 +228,24 @@ class App:
             reported = problems
 
 
-def run_daemon(config: Config, *, console: bool = False) -> int:
-    """``maskgate run``/``demo``: the App with signal handling (and, for people watching, a console)."""
+def run_daemon(config: Config, *, console: bool = False, banner: str = "") -> App:
+    """``maskgate run``/``demo``: the App with signal handling; prints its pages' addresses once they listen,
+    then ``banner``, then (``console``: for people watching) every change of state. Returns the stopped App."""
     logging.basicConfig(level=config.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     app = App(config)
     if console:
         from .services.console import ConsoleReporter
 
-        ConsoleReporter(app.bus, pages=lambda: [f"{s.name}: {s.url}/" for s in app.services if getattr(s, "url", None)])
+        ConsoleReporter(app.bus)
+
+    def ready() -> None:
+        for service in app.services:
+            if getattr(service, "url", None):
+                print(f"kiosk page: {service.url}/  (open it in a browser)", flush=True)
+        if banner:
+            print(banner, flush=True)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: app.stop())
-    code = app.run()
-    if console:
-        print(f"door locked; {len(EventLog(app.events.path.parent).list())} events in {app.events.path}")
-    return code
+    app.run(on_ready=ready)
+    return app

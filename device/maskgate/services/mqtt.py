@@ -136,6 +136,11 @@ class MqttService:
         self.client.loop_stop()  # before disconnect(): paho's loop would log an error for the closed socket
         self.client.disconnect()
 
+    @property
+    def connected(self) -> bool:
+        with self._lock:
+            return self._connected
+
     def healthy(self) -> bool:
         """Always: a broker outage is logged and retried, never a reason for the watchdog to restart the door."""
         return True
