@@ -34,6 +34,7 @@ cp "$repo/README.md" "$prefix/README.md"
 python3 -m venv --system-site-packages "$prefix/venv"
 # [pi]: simplejpeg from PyPI, built for the venv's numpy, shadows Debian's (see docs/pi.md).
 "$prefix/venv/bin/pip" install --upgrade "$repo[pi]"
+ln -sfn "$prefix/venv/bin/maskgate" /usr/local/bin/maskgate  # `maskgate` on every user's PATH
 
 echo "== configuration in /etc/maskgate"
 install -d -m 0755 /etc/maskgate
@@ -54,5 +55,5 @@ if [ "$kiosk" = yes ]; then
     install -D -m 0644 "$repo/systemd/maskgate-kiosk.desktop" "$kiosk_entry"
 fi
 systemctl --no-pager status maskgate.service || true
-echo "door overrides: add operators with 'usermod -a -G maskgate-operators USER', then '$prefix/venv/bin/maskgate door status'"
-echo "installed: logs with 'journalctl -u maskgate -f', decisions with '$prefix/venv/bin/maskgate events --state-dir /var/lib/maskgate'"
+echo "door overrides: add operators with 'usermod -a -G maskgate-operators USER', then 'maskgate door status'"
+echo "installed: logs with 'journalctl -u maskgate -f', decisions with 'sudo maskgate events'"

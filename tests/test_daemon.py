@@ -46,6 +46,16 @@ def make_config(tmp_path, **sections) -> Config:
     return Config.model_validate({**base, **sections})
 
 
+def wait_until(condition, seconds: float = 30.0) -> bool:
+    """Poll ``condition`` until it holds; the deadline only stops a hung test (it is not a speed claim)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
 def replay(frames):
     def open_source():
         source = ReplaySource(lambda: iter(frames), fps=10, paced=False)
@@ -86,7 +96,7 @@ def test_masked_person_unlocks_after_n_frames_and_relocks_after_unlock_seconds(c
     decisions = rig.decisions()
     assert decisions[:3] == ["checking", "checking", "granted"]
     assert decisions[2:12] == ["granted"] * 10 and decisions[12] == "cooldown"  # 1.0 s at 10 fps
-    assert rig.door_changes()[:2] == [(True, "mask worn"), (False, "mask worn")]
+    assert rig.door_changes()[:2] == [(True, "granted"), (False, "granted")]
     assert rig.relay_levels()[-1] == 0 and 1 in rig.relay_levels()
     outcomes = rig.outcomes()
     assert outcomes[:4] == ["started", "camera_ok", "door", "granted"] and outcomes[-1] == "stopped"
@@ -101,8 +111,12 @@ def test_no_mask_far_face_or_nobody_never_unlocks(core, scenes, tmp_path, scene)
     if scene == "bare":
         assert "denied" in rig.outcomes()
         assert 1 in [state for _, state in rig.factory.pin(RED).states]
+        (denied, *_) = [e for e in EventLog(rig.app.events.path.parent).list() if e.outcome == "denied"]
+        assert (denied.code, denied.reason, denied.face, denied.face_count) == ("no_mask", "no mask", 0, 1)
     else:
         assert set(rig.decisions()) == {"idle"}
+        reasons = {m.decision.reason for m in rig.timeline if isinstance(m, FrameProcessed)}
+        assert reasons == {"too_small" if scene == "far" else "no_face"}
 
 
 class FlakyCamera:
@@ -133,7 +147,7 @@ def test_camera_failure_relocks_and_reconnects(core, scenes, tmp_path):
     camera = FlakyCamera([scenes["masked"]] * 12, good=4)
     rig = Rig(core, tmp_path, camera)
     assert rig.run() == 0
-    assert rig.door_changes()[0] == (True, "mask worn"), "granted before the failure"
+    assert rig.door_changes()[0] == (True, "granted"), "granted before the failure"
     assert rig.door_changes()[1] == (False, "camera unavailable: camera 0: no frame")
     assert camera.opens == 3, "reconnected after a failed reopen"
     assert rig.outcomes().count("camera_lost") == 1 and "camera_ok" in rig.outcomes()
@@ -223,17 +237,17 @@ def test_a_stalled_frame_loop_cannot_stop_the_controller_and_starves_the_watchdo
     runner.start()
     try:
         assert camera.blocked.wait(30)
-        start = time.monotonic()
-        app.controller.request(Release(active=True))
-        while factory.pin(RELAY).state != 1 and time.monotonic() - start < 1:
-            time.sleep(0.001)
-        assert time.monotonic() - start < 0.1, "fire alarm obeyed within 100 ms with the loop stalled"
         stalled_at = time.monotonic()
-        time.sleep(2.5)
+        app.controller.request(Release(active=True))
+        assert wait_until(lambda: factory.pin(RELAY).state == 1), "fire alarm obeyed with the loop stalled"
+        assert not camera.release.is_set(), "the loop was still stalled when the relay switched"
+        assert wait_until(lambda: app.problems()), "the supervisor noticed the silent loop"
+        assert app.problems()[0].startswith("frame loop silent")
         pings = [t for t, f in notifier.sent if f == "WATCHDOG=1"]
         assert any(t > stalled_at for t in pings), "fed while the loop was only briefly stalled"
-        assert pings[-1] < stalled_at + 1.3, "no longer fed once the loop was stuck longer than stuck_seconds"
-        assert app.problems() and app.problems()[0].startswith("frame loop silent")
+        fed = len(notifier.sent)
+        time.sleep(1.0)  # ten watchdog intervals
+        assert "WATCHDOG=1" not in [f for _, f in notifier.sent[fed:]], "no longer fed once the loop is stuck"
     finally:
         app.stop()
         camera.release.set()
@@ -252,24 +266,26 @@ class SteadyCore:
         return FrameResult(640, 480, (), 2.0, 0.0)
 
 
-def loop_fps(tmp_path, core_stub, scenes, *, slow_listener: bool) -> float:
-    tiny = MaskClassifier(None)
-    core_stub.classifier = tiny
-    app = App(make_config(tmp_path / str(slow_listener)), core=core_stub, pin_factory=MockFactory(),
+def test_a_stuck_listener_never_holds_up_the_frame_loop(tmp_path, scenes):
+    """A listener that never returns only loses messages; the loop runs on. (Rates: ``maskgate.bench_loop``.)"""
+    core_stub = SteadyCore()
+    core_stub.classifier = MaskClassifier(None)
+    app = App(make_config(tmp_path), core=core_stub, pin_factory=MockFactory(),
               open_source=replay([scenes["empty"]] * 100_000))
-    frames = []
+    frames, release, stuck_in = [], threading.Event(), []
     app.bus.subscribe(FrameProcessed, lambda m: frames.append(m.time), name="count", maxlen=1_000_000)
-    if slow_listener:
-        app.bus.subscribe(FrameProcessed, lambda m: time.sleep(0.2), name="slow")
-    threading.Timer(2.0, app.stop).start()
-    app.run()
-    return len(frames) / 2.0
-
-
-def test_a_slow_listener_leaves_the_frame_rate_unchanged(tmp_path, scenes):
-    without = loop_fps(tmp_path, SteadyCore(), scenes, slow_listener=False)
-    with_slow = loop_fps(tmp_path, SteadyCore(), scenes, slow_listener=True)
-    assert with_slow >= 0.9 * without, (without, with_slow)
+    stuck = app.bus.subscribe(FrameProcessed, lambda m: (stuck_in.append(threading.current_thread().name),
+                                                         release.wait()), name="stuck", maxlen=5)
+    runner = threading.Thread(target=app.run)
+    runner.start()
+    try:
+        assert wait_until(lambda: stuck_in and len(frames) >= 200), "frames flowed while the listener was stuck"
+        assert stuck.dropped > 0, "the stuck listener's messages were dropped, not queued"
+        assert stuck_in == [stuck_in[0]] and stuck_in[0] != "frame-loop", "the listener ran on its own thread"
+    finally:
+        release.set()
+        app.stop()
+        runner.join(30)
 
 
 @pytest.fixture

@@ -58,15 +58,20 @@ def cmd_classify(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(record), flush=True)
         else:
-            _print_classify_table(record)
+            _print_classify_table(record, rule)
     return 1 if failed else 0
 
 
-def _print_classify_table(record: dict) -> None:
-    print(f"{record['image']}  {record['width']}x{record['height']}  → {record['decision'].upper()}")
-    for i, face in enumerate(record["faces"], 1):
+def _print_classify_table(record: dict, rule) -> None:
+    why = record["reason_text"] + (f" (faces under {rule.min_face_px:g} px do not count)"
+                                   if record["reason"] == "too_small" else "")
+    decided = "" if record["decided_by"] is None else f"; face {record['decided_by'] + 1} decided"
+    print(f"{record['image']}  {record['width']}x{record['height']}  → {record['decision'].upper()}  "
+          f"[{record['reason']}: {why}{decided}]")
+    for i, face in enumerate(record["faces"]):
         x1, y1, x2, y2 = (int(v) for v in face["box"])
-        print(f"  face {i}: ({x1},{y1})-({x2},{y2})  detector {face['score']:.2f}  "
+        mark = "*" if i == record["decided_by"] else " "
+        print(f" {mark}face {i + 1}: ({x1},{y1})-({x2},{y2})  {y2 - y1} px  detector {face['score']:.2f}  "
               f"{face['label']:<15} {face['confidence']:.1%}"
               + (f"  nose covered {face['nose_covered']:.1%}" if "nose_covered" in face else ""))
 
@@ -84,7 +89,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .app import run_daemon
     from .config import load_config
 
-    return run_daemon(load_config(args.config), console=args.verbose)
+    return run_daemon(load_config(args.config), console=args.verbose).exit_code
+
+
+DEMO_PORT = 8080
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -95,10 +103,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .config import load_config
 
     config = load_config(Path(str(importlib.resources.files("maskgate.configs") / "demo.yaml")))
-    with tempfile.TemporaryDirectory(prefix="maskgate-demo-") as state_dir:
-        config.events.state_dir = Path(state_dir)
-        print("maskgate demo: the door daemon on a replayed scene (nobody, no mask, nobody, mask) with mock GPIO")
-        return run_daemon(config, console=True)
+    serve = sys.stdout.isatty() if args.serve is None else args.serve
+    config.camera.replay_loop = serve
+    config.web.port = args.port if _port_is_free(config.web.host, args.port) else 0
+    if config.web.port != args.port:
+        print(f"maskgate demo: port {args.port} is taken; serving on a free one instead", flush=True)
+    banner = ("maskgate demo: the door daemon on a replayed scene (nobody, no mask, nobody, mask) with mock GPIO"
+              + ("; Ctrl-C stops it" if serve else "; one pass (--serve keeps it running)"))
+    with tempfile.TemporaryDirectory(prefix="maskgate-demo-") as scratch:
+        config.events.state_dir = args.state_dir or Path(scratch)
+        app = run_daemon(config, console=True, banner=banner)
+        count = _count_events(config.events.state_dir)
+    if args.state_dir:
+        print(f"door locked; {count} events in {args.state_dir} (maskgate events --state-dir {args.state_dir})")
+    else:
+        print(f"door locked; {count} events, not kept (--state-dir DIR keeps them for `maskgate events`)")
+    return app.exit_code
+
+
+def _count_events(state_dir: Path) -> int:
+    from .records.events import EventLog
+
+    log = EventLog(state_dir)
+    try:
+        return len(log.list())
+    finally:
+        log.close()
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    import socket
+
+    if port == 0:
+        return True
+    try:
+        with socket.create_server((host, port)):
+            return True
+    except OSError:
+        return False
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -123,10 +165,31 @@ def cmd_events(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(event.as_dict()))
         else:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.time))
-            labels = ", ".join(f"{f['label']} {f['confidence']:.0%}" for f in event.faces)
-            print(f"{when}  {event.outcome:<11} {event.reason}" + (f"  [{labels}]" if labels else ""))
+            print(_event_line(event))
     return 0
+
+
+def _event_line(event) -> str:
+    """One event as text: when, what, who (or what) asked, why, and the faces or the end of a timed change."""
+    import time
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.time))
+    labels = ", ".join(f"{f['label']} {f['confidence']:.0%}" for f in event.faces)
+    until = "" if event.until is None else f"  until {time.strftime('%H:%M:%S', time.localtime(event.until))}"
+    why = event.reason if not event.code else (
+        f"{event.reason} ({event.code}" + ("" if event.face is None else f", face {event.face + 1}") + ")")
+    return (f"{when}  {event.outcome:<11} {event.source or '-':<18} {why}{until}"
+            + (f"  [{labels}]" if labels else ""))
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (0-65535): {text!r}")
+    return port
 
 
 def _duration(text: str) -> float:
@@ -221,7 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     demo = commands.add_parser("demo", help="the daemon on a built-in replayed scene with mock GPIO",
-                               description="No camera, no GPIO: prints each decision and the relay state.")
+                               description="No camera, no GPIO: serves the kiosk page and prints each decision "
+                                           "and the relay state.")
+    serving = demo.add_mutually_exclusive_group()
+    serving.add_argument("--serve", action="store_true", default=None,
+                         help="replay the scene over and over until Ctrl-C (the default on a terminal)")
+    serving.add_argument("--once", dest="serve", action="store_false", help="one pass of the scene, then stop")
+    demo.add_argument("--port", type=_port, default=DEMO_PORT, metavar="N",
+                      help=f"kiosk page port (default {DEMO_PORT}; a free one if it is taken; 0: any free one)")
+    demo.add_argument("--state-dir", type=Path, metavar="DIR",
+                      help="keep the event log in DIR (default: a temporary folder, removed at the end)")
     demo.set_defaults(handler=cmd_demo)
 
     check = commands.add_parser("check-config", help="validate a config file and name any bad key")
@@ -249,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     door.add_argument("--socket", type=Path, metavar="PATH", help=f"control socket (default {DEFAULT_CONTROL_SOCKET})")
     door.add_argument("--json", action="store_true", help="print the daemon's reply as JSON")
     door.set_defaults(handler=cmd_door)
+
+    from .teach import add_commands
+
+    add_commands(commands, duration=_positive_duration)
     return parser
 
 

@@ -146,6 +146,18 @@ class EventsConfig(Section):
         return self.state_dir or Path(os.environ.get("STATE_DIRECTORY", "/var/lib/maskgate").split(":")[0])
 
 
+class CollectConfig(Section):
+    """Keeps face crops at this door, with the model's answer, for an operator to label (off by default)."""
+
+    enabled: bool = False
+    keep: Literal["unsure", "denied", "all"] = Field(
+        "unsure", description="unsure: the mask was not clearly seen; denied: those and every refusal; all: every face")
+    retention_days: float = Field(14.0, gt=0, le=365, description="older crops are deleted, labelled or not")
+    max_images: int = Field(2000, ge=1, le=100_000, description="beyond this the oldest unlabelled crops go first")
+    every_seconds: float = Field(1.0, ge=0, le=3600, description="at most one frame's faces kept this often")
+    site: str | None = Field(None, max_length=100, description="names the site in exports; null = the host name")
+
+
 class DaemonConfig(Section):
     stuck_seconds: float = Field(10.0, ge=1, le=300, description="a worker silent this long is stuck: "
                                  "systemd's watchdog stops being fed and restarts the daemon")
@@ -292,6 +304,7 @@ class Config(Section):
     inputs: InputsConfig = InputsConfig()
     control: ControlConfig = ControlConfig()
     events: EventsConfig = EventsConfig()
+    collect: CollectConfig = CollectConfig()
     daemon: DaemonConfig = DaemonConfig()
     mqtt: MqttConfig = MqttConfig()
     web: WebConfig = WebConfig()

@@ -26,6 +26,7 @@ class WebService:
     def __init__(self, app):
         import uvicorn
 
+        from ..metrics import Metrics
         from .classify import ClassifyApi
         from .live import Channel, LiveFeed
         from .server import create_app
@@ -34,7 +35,8 @@ class WebService:
         self.feed = LiveFeed(app, Channel(), preview_fps=web.preview_fps)
         token = web.remote.token.get_secret_value() if web.remote.enabled and web.remote.token else None
         self.api = ClassifyApi(app.config) if web.api.enabled else None
-        asgi = create_app(self.feed, app.events, token=token, doors=web.doors, api=self.api)
+        self.metrics = Metrics(app)
+        asgi = create_app(self.feed, app.events, token=token, doors=web.doors, api=self.api, metrics=self.metrics)
         self.server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", access_log=False,
                                                     timeout_graceful_shutdown=2, ws_ping_interval=10))
         self.sock: socket.socket | None = None

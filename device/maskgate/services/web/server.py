@@ -21,11 +21,13 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import HTTPConnection
 
 from ...config import DoorLink
 from .classify import PATH as CLASSIFY_PATH
 from .classify import ClassifyApi, add_routes
+from ..metrics import Metrics
 from .live import Channel, LiveFeed, offline_status
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ COOKIE = "maskgate_session"
 LOCAL_CLIENTS = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 OPEN_PATHS = ("/login", "/static/", "/favicon.ico")
 OPENAPI_PATH = "/api/v1/openapi.json"
+METRICS_PATH = "/metrics"
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -110,9 +113,9 @@ class DoorRelay:
 
 
 def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLink],
-               api: ClassifyApi | None = None) -> FastAPI:
+               api: ClassifyApi | None = None, metrics: Metrics | None = None) -> FastAPI:
     """The web app; ``feed.channel`` is the local door, ``doors`` the ones on the multi-door page, ``api`` the
-    classify API (None: off)."""
+    classify API (None: off), ``metrics`` what ``/metrics`` serves (None: no such page)."""
     guard = Guard(token)
     local = feed.channel
     relays = [DoorRelay(link, Channel()) for link in doors]
@@ -138,7 +141,7 @@ def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLin
         if (path.startswith(OPEN_PATHS) or path == CLASSIFY_PATH or guard.allows(request)
                 or (path == OPENAPI_PATH and api is not None and api.authorized(request))):
             return await call_next(request)
-        if request.url.path.startswith("/api/"):
+        if path.startswith("/api/") or path == METRICS_PATH:
             return JSONResponse({"detail": "token required"}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
         return FileResponse(STATIC / "login.html", status_code=401, headers=NO_STORE)
@@ -227,6 +230,12 @@ def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLin
         await asyncio.gather(*pending, return_exceptions=True)
         if serving in done and serving.exception() is None and listening not in done:
             await _close_quietly(websocket)  # it stopped reading
+
+    if metrics is not None:
+        @app.get(METRICS_PATH, include_in_schema=False)
+        def prometheus_metrics():
+            """The daemon's Prometheus metrics (text exposition format)."""
+            return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST, headers=NO_STORE)
 
     add_routes(app, api)
     return app

@@ -43,6 +43,8 @@ class LiveView {
     this.part("detail").textContent = view.detail;
     const open = status.door === "unlocked" && status.seconds_left !== null && status.seconds_left !== undefined;
     this.deadline = open ? performance.now() + status.seconds_left * 1000 : null;
+    const notice = this.part("notice");
+    if (notice) notice.hidden = !status.collecting;
     const info = this.part("info");
     if (info) {
       const faces = status.faces.map((f) => `${f.label.replace("_", " ")} ${Math.round(f.confidence * 100)}%`);
