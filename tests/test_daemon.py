@@ -390,3 +390,21 @@ def test_events_json_after_a_run(daemon_config, tmp_path):
                          capture_output=True, text=True).stdout
     events = [json.loads(line) for line in out.splitlines()]
     assert [e["outcome"] for e in events] == ["started", "camera_ok", "stopped"]  # one frame: no decision yet
+
+
+def test_frame_rate_after_a_stall_is_the_rate_frames_came_at_not_a_spike():
+    from maskgate.loop import Rate
+
+    now = [0.0]
+    rate = Rate(window=2.0, clock=lambda: now[0])
+    for i in range(30):  # a 10 fps camera for 3 s
+        now[0] = i / 10
+        steady = rate.tick()
+    assert abs(steady - 10.0) < 0.01
+    now[0] += 1.0  # a one-second stall, then the replay catches up with ten frames at once
+    after = [rate.tick() for _ in range(10)]
+    assert max(after) <= 10.0
+    for i in range(1, 40):  # back to 10 fps
+        now[0] += 0.1
+        latest = rate.tick()
+    assert abs(latest - 10.0) < 0.01
