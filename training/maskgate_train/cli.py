@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(steps.add_parser("export", help="int8 TFLite bundle + report (with any leave-one-source-out results)"))
     everything = steps.add_parser("all", help="prepare, train, evaluate, [holdout] and export in one go")
     common(everything, data=True, model=True)
+    everything.add_argument("--site-data", type=Path, metavar="SITE_TAR",
+                            help="a site's labelled faces (maskgate collect export) join training; the bundle is "
+                                 "refused if its false grants on the measure-only sources rise above the shipped one's")
+    everything.add_argument("--site-weight", type=float, default=2.0, metavar="W",
+                            help="each site face counts W times in training (default 2)")
+    everything.add_argument("--site-holdout", type=float, default=0.3, metavar="SHARE",
+                            help="share of the site's faces held out for its figures (default 0.3)")
     everything.add_argument("--holdout", nargs="*", default=None, metavar="SOURCE",
                             help="sources to leave out one at a time (train without, test on all of it) before the "
                                  "threshold is chosen; default every training source")
@@ -106,9 +113,16 @@ def run(args: argparse.Namespace) -> dict | int | str:
     if args.step == "holdout":
         return run_holdout(args.work_dir, source=args.source, hp=hp, weights=weights, templates=args.templates)["float"]
     result = {}
+    site_data = getattr(args, "site_data", None)
+    if site_data is not None and args.bundle.resolve() == default_bundle_dir().resolve():
+        raise DataError("a site's bundle goes beside the shipped one: give --bundle DIR")
     if args.step in ("prepare", "all"):
         result["prepare"] = run_prepare(args.data, args.work_dir, sources=args.sources, input_size=args.input_size,
                                         margin=args.margin, heldout_sources=args.heldout_sources)
+    if site_data is not None:
+        from .site import add_site_data
+
+        result["site"] = add_site_data(args.work_dir, site_data, weight=args.site_weight, holdout=args.site_holdout)
     if args.step in ("train", "all"):
         result["train"] = run_train(args.work_dir, args.bundle, hp=hp, weights=weights, templates=args.templates,
                                     exclude_sources=excluded)
@@ -123,6 +137,10 @@ def run(args: argparse.Namespace) -> dict | int | str:
         result["evaluate"] = {"threshold": run_evaluate(args.work_dir, args.bundle, exclude_sources=excluded)["threshold"]}
     if args.step in ("export", "all"):
         result["export"] = run_export(args.work_dir, args.bundle, exclude_sources=excluded)["metrics"]["parity"]
+    if site_data is not None:
+        from .site import check_site_bundle
+
+        result["site-check"] = check_site_bundle(args.work_dir, args.bundle, default_bundle_dir())
     return result
 
 
