@@ -10,7 +10,7 @@ import pytest
 
 from maskgate.cli import main
 from maskgate.records.faces import FaceStore
-from maskgate.vision.adapt import REFERENCE_FILE, AdaptRefused, adapt, current_head
+from maskgate.vision.adapt import REFERENCE_FILE, AdaptRefused, adapt, current_head, model_sha256
 from maskgate.vision.bundles import Models
 from maskgate.vision.classifier import HEAD_FILE, Embedder, MaskClassifier, default_bundle_dir, softmax
 
@@ -39,7 +39,7 @@ def bundle(tiny_bundles, tmp_path):
         (out / name).write_bytes((tiny_bundles["int8"] / name).read_bytes())
     crops = np.concatenate([colour_crops(c, 60, rng) for c in ((230, 60, 40), (40, 60, 230), (40, 230, 60))])
     np.savez(out / REFERENCE_FILE, embeddings=embed(out, crops).astype(np.float16),
-             labels=np.repeat([MASKED, BARE, WRONG], 60).astype(np.int8))
+             labels=np.repeat([MASKED, BARE, WRONG], 60).astype(np.int8), model_sha256=model_sha256(out))
     return out
 
 
@@ -144,6 +144,13 @@ def test_model_adapt_refusal_stages_nothing(bundle, tmp_path, capsys):
     assert main(["model", "adapt", "--site-weight", "5", *config_for(tmp_path, bundle)]) == 2
     assert "not installed" in capsys.readouterr().err
     assert Models(tmp_path / "state").status()["staged"] is None
+
+
+def test_reference_embeddings_of_another_model_are_refused(bundle, tiny_bundles, tmp_path, capsys):
+    (bundle / "classifier.tflite").write_bytes((tiny_bundles["uint8"] / "classifier.tflite").read_bytes())
+    collect_crops(tmp_path / "state", colour_crops(TEAL, 12, np.random.default_rng(12)), "masked")
+    assert main(["model", "adapt", *config_for(tmp_path, bundle)]) == 2
+    assert "made for another classifier.tflite" in capsys.readouterr().err
 
 
 def test_a_bundle_without_reference_embeddings_cannot_be_adapted(tiny_bundles, tmp_path, capsys):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskgate.vision.adapt import REFERENCE_FILE
+from maskgate.vision.adapt import REFERENCE_FILE, model_sha256
 from maskgate.vision.classifier import METADATA_FILE, MODEL_FILE, NOSE_MODEL_FILE, BundleMetadata, Embedder, MaskClassifier
 
 from .train import to_rgb_float
@@ -71,5 +71,5 @@ def write_reference(bundle_dir: Path, images_bgr: np.ndarray, labels: np.ndarray
     embedder = Embedder(bundle_dir / MODEL_FILE, classifier.input_size)
     embeddings = embedder.embed(classifier._batch(images_bgr[keep]))
     np.savez_compressed(bundle_dir / REFERENCE_FILE, embeddings=embeddings.astype(np.float16),
-                        labels=labels[keep].astype(np.int8))
+                        labels=labels[keep].astype(np.int8), model_sha256=model_sha256(bundle_dir))
     return len(keep)
