@@ -106,7 +106,7 @@ def test_too_few_faces_or_no_reference_is_refused(bundle, tiny_bundles, tmp_path
 def collect_crops(state, crops, label):
     store = FaceStore(state)
     for crop in crops:
-        face = store.add(crop, when=time.time(), outcome="denied", reason="mask not clearly seen: face the camera",
+        face = store.add(crop, when=time.time(), outcome="denied", reason="unsure",
                          probs={"with_mask": 0.4, "without_mask": 0.3, "incorrect_mask": 0.3}, nose_covered=None,
                          keypoints=np.zeros((5, 2)), model="test")
         store.label(face.id, label, by="operator:test")

@@ -88,3 +88,20 @@ def test_console_script_version_and_help():
     assert version.returncode == 0 and version.stdout.startswith("maskgate ")
     helptext = subprocess.run([sys.executable, "-m", "maskgate.cli", "classify", "--help"], capture_output=True, text=True)
     assert "--model DIR" in helptext.stdout
+
+
+def test_classify_says_why_and_which_face_decided(capsys, scenes, tiny_bundles, tmp_path):
+    for name in ("masked", "bare", "far"):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), scenes[name])
+    code, records, _ = classify_json(capsys, tmp_path, "--model", tiny_bundles["int8"])
+    by_name = {r["image"].rsplit("/", 1)[-1]: r for r in records}
+    answers = {name: (r["decision"], r["reason"], r["decided_by"]) for name, r in by_name.items()}
+    assert answers == {"masked.png": ("granted", "granted", 0), "bare.png": ("denied", "no_mask", 0),
+                       "far.png": ("no_face", "too_small", None)}
+    assert len(by_name["far.png"]["faces"]) == 1, "a face was seen, too small to count"
+    assert by_name["bare.png"]["reason_text"] == "no mask"
+    assert main(["classify", str(tmp_path / "far.png"), str(tmp_path / "bare.png"),
+                 "--model", str(tiny_bundles["int8"])]) == 0
+    out = capsys.readouterr().out
+    assert "→ NO_FACE  [too_small: faces too far away to judge: step closer (faces under 80 px do not count)]" in out
+    assert "→ DENIED  [no_mask: no mask; face 1 decided]" in out and " *face 1:" in out

@@ -7,6 +7,7 @@ from gpiozero.pins.mock import MockFactory
 
 from maskgate.access.controller import (LOCKED, Auto, Claim, DoorController, Lock, Release, Unlock, resolve)
 from maskgate.access.decider import Decision
+from maskgate.access.reasons import Reason
 from maskgate.bus import EventBus
 from maskgate.config import GpioConfig, PinConfig
 from maskgate.hardware.door import build_door
@@ -36,8 +37,8 @@ def rig():
     door.close()
 
 
-GRANT = Decision("granted", "mask worn", "granted", seconds_left=5.0)
-DENY = Decision("denied", "no mask", "denied", seconds_left=3.0)
+GRANT = Decision("granted", Reason.GRANTED, "granted", seconds_left=5.0)
+DENY = Decision("denied", Reason.NO_MASK, "denied", seconds_left=3.0)
 
 
 def test_resolve_with_no_claims_is_locked():
@@ -55,7 +56,7 @@ def test_resolve_follows_the_documented_priority(higher, lower):
 
 def test_expired_claims_do_not_count():
     claims = {"manual_unlock": Claim(True, "override_unlocked", "party", until=10.0),
-              "vision": Claim(False, "denied", "no mask")}
+              "vision": Claim(False, "denied", Reason.NO_MASK)}
     assert resolve(claims, 9.9).unlocked and not resolve(claims, 10.0).unlocked
 
 
@@ -181,7 +182,7 @@ def test_relock_ends_vision_and_exit_grants_but_not_an_operators_unlock(rig):
     controller.request(Unlock(who="rex", reason="request to exit", seconds=5, layer="request_to_exit"))
     controller.relock("door closed after entry")
     assert not relay()
-    controller.vision(Decision("granted", "mask worn", seconds_left=4.0))  # the same grant, a frame later
+    controller.vision(Decision("granted", Reason.GRANTED, seconds_left=4.0))  # the same grant, a frame later
     assert not relay(), "a grant the door closed behind stays spent"
     controller.vision(GRANT)
     assert relay(), "a new grant opens again"

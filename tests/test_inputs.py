@@ -14,6 +14,7 @@ from gpiozero.pins.mock import MockFactory
 
 from maskgate.access.controller import DoorController, Lock
 from maskgate.access.decider import Decision
+from maskgate.access.reasons import Reason
 from maskgate.app import App
 from maskgate.bus import EventBus
 from maskgate.config import Config, GpioConfig, InputsConfig, PinConfig
@@ -28,9 +29,9 @@ from maskgate.vision.core import FrameResult
 
 RELAY, GREEN, RED, AMBER, BUZZER = 17, 27, 22, 23, 24
 FIRE, REX, CONTACT = 5, 6, 13
-GRANT = Decision("granted", "mask worn", "granted", seconds_left=5.0)
-STILL_GRANTED = Decision("granted", "mask worn", seconds_left=3.0)
-DENY = Decision("denied", "no mask", "denied", seconds_left=3.0)
+GRANT = Decision("granted", Reason.GRANTED, "granted", seconds_left=5.0)
+STILL_GRANTED = Decision("granted", Reason.GRANTED, seconds_left=3.0)
+DENY = Decision("denied", Reason.NO_MASK, "denied", seconds_left=3.0)
 
 
 class Clock:

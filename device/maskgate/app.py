@@ -86,8 +86,7 @@ def build_core(config: Config) -> InferenceCore:
 
 
 def decision_rule(config: Config, classifier: MaskClassifier) -> Rule:
-    return Rule.from_config(config.decision, threshold_override=config.classifier.threshold,
-                            bundle_threshold=classifier.threshold,
+    return Rule.from_config(config.decision, threshold=_pick(config.classifier.threshold, classifier.threshold),
                             nose_threshold=_pick(config.classifier.nose_threshold, classifier.nose_threshold))
 
 

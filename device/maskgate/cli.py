@@ -58,15 +58,20 @@ def cmd_classify(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(record), flush=True)
         else:
-            _print_classify_table(record)
+            _print_classify_table(record, rule)
     return 1 if failed else 0
 
 
-def _print_classify_table(record: dict) -> None:
-    print(f"{record['image']}  {record['width']}x{record['height']}  → {record['decision'].upper()}")
-    for i, face in enumerate(record["faces"], 1):
+def _print_classify_table(record: dict, rule) -> None:
+    why = record["reason_text"] + (f" (faces under {rule.min_face_px:g} px do not count)"
+                                   if record["reason"] == "too_small" else "")
+    decided = "" if record["decided_by"] is None else f"; face {record['decided_by'] + 1} decided"
+    print(f"{record['image']}  {record['width']}x{record['height']}  → {record['decision'].upper()}  "
+          f"[{record['reason']}: {why}{decided}]")
+    for i, face in enumerate(record["faces"]):
         x1, y1, x2, y2 = (int(v) for v in face["box"])
-        print(f"  face {i}: ({x1},{y1})-({x2},{y2})  detector {face['score']:.2f}  "
+        mark = "*" if i == record["decided_by"] else " "
+        print(f" {mark}face {i + 1}: ({x1},{y1})-({x2},{y2})  {y2 - y1} px  detector {face['score']:.2f}  "
               f"{face['label']:<15} {face['confidence']:.1%}"
               + (f"  nose covered {face['nose_covered']:.1%}" if "nose_covered" in face else ""))
 
@@ -171,7 +176,9 @@ def _event_line(event) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.time))
     labels = ", ".join(f"{f['label']} {f['confidence']:.0%}" for f in event.faces)
     until = "" if event.until is None else f"  until {time.strftime('%H:%M:%S', time.localtime(event.until))}"
-    return (f"{when}  {event.outcome:<11} {event.source or '-':<18} {event.reason}{until}"
+    why = event.reason if not event.code else (
+        f"{event.reason} ({event.code}" + ("" if event.face is None else f", face {event.face + 1}") + ")")
+    return (f"{when}  {event.outcome:<11} {event.source or '-':<18} {why}{until}"
             + (f"  [{labels}]" if labels else ""))
 
 

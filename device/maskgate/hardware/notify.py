@@ -67,7 +67,7 @@ class StatusReporter:
         elif self.clock() - self._last < self.every_seconds:
             return
         result, decision = message.result, message.decision
-        self._vision = (f"{decision.state}: {decision.reason}; {result.detect_ms + result.classify_ms:.1f} ms/frame, "
+        self._vision = (f"{decision.state}: {decision.reason.text}; {result.detect_ms + result.classify_ms:.1f} ms/frame, "
                         f"{message.fps:.0f} fps")
         self._send()
 

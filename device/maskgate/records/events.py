@@ -25,10 +25,13 @@ CREATE TABLE IF NOT EXISTS events (
     latency_ms REAL NOT NULL,
     snapshot TEXT,
     source TEXT NOT NULL DEFAULT '',
-    until REAL
+    until REAL,
+    code TEXT NOT NULL DEFAULT '',
+    face INTEGER
 )
 """
-ADDED_COLUMNS = {"source": "TEXT NOT NULL DEFAULT ''", "until": "REAL"}  # logs from older versions gain these
+ADDED_COLUMNS = {"source": "TEXT NOT NULL DEFAULT ''", "until": "REAL", "code": "TEXT NOT NULL DEFAULT ''",
+                 "face": "INTEGER"}  # logs from older versions gain these
 LOG_FILE = "events.sqlite3"
 
 
@@ -44,12 +47,15 @@ class Event:
     snapshot: str | None = None
     source: str = ""  # who or what asked: vision, rex, fire_alarm, operator:alice, mqtt, …
     until: float | None = None  # wall-clock end of a timed door change
+    code: str = ""  # a decision's reason code (access.reasons.Reason); ``reason`` is its text
+    face: int | None = None  # a decision's deciding face: index into ``faces``
     id: int | None = None
 
     def as_dict(self) -> dict:
         return {"id": self.id, "time": self.time, "outcome": self.outcome, "reason": self.reason,
                 "face_count": self.face_count, "faces": list(self.faces), "latency_ms": self.latency_ms,
-                "snapshot": self.snapshot, "source": self.source, "until": self.until}
+                "snapshot": self.snapshot, "source": self.source, "until": self.until,
+                "code": self.code, "face": self.face}
 
 
 class EventLog:
@@ -80,15 +86,16 @@ class EventLog:
             snapshot = self._save_snapshot(frame, event.time)
         with self._lock:
             cursor = self._db.execute(
-                "INSERT INTO events (time, outcome, reason, face_count, faces, latency_ms, snapshot, source, until)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO events (time, outcome, reason, face_count, faces, latency_ms, snapshot, source, until, code,"
+                " face) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (event.time, event.outcome, event.reason, event.face_count, json.dumps(list(event.faces)),
-                 event.latency_ms, snapshot, event.source, event.until),
+                 event.latency_ms, snapshot, event.source, event.until, str(event.code), event.face),
             )
         return Event(**{**event.__dict__, "snapshot": snapshot, "id": cursor.lastrowid})
 
     def list(self, *, since: float | None = None, limit: int | None = None) -> list[Event]:
-        query = "SELECT id, time, outcome, reason, face_count, faces, latency_ms, snapshot, source, until FROM events"
+        query = ("SELECT id, time, outcome, reason, face_count, faces, latency_ms, snapshot, source, until, code, face"
+                 " FROM events")
         args: list = []
         if since is not None:
             query += " WHERE time >= ?"
@@ -100,7 +107,8 @@ class EventLog:
         with self._lock:
             rows = self._db.execute(query, args).fetchall()[::-1]
         return [Event(time=t, outcome=o, reason=r, face_count=n, faces=tuple(json.loads(f)), latency_ms=ms,
-                      snapshot=snap, source=src, until=until, id=i) for i, t, o, r, n, f, ms, snap, src, until in rows]
+                      snapshot=snap, source=src, until=until, code=code, face=face, id=i)
+                for i, t, o, r, n, f, ms, snap, src, until, code, face in rows]
 
     def _save_snapshot(self, frame: np.ndarray, when: float) -> str:
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)

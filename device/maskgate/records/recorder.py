@@ -36,8 +36,9 @@ def as_event(message) -> tuple[Event, np.ndarray | None]:
     if isinstance(message, FrameProcessed):
         result, decision = message.result, message.decision
         faces = tuple({k: v for k, v in face_json(fr).items() if k != "probs"} for fr in result.faces)
-        event = Event(message.time, decision.outcome, decision.reason, len(result.faces), faces,
-                      round(result.detect_ms + result.classify_ms, 2), source="vision")
+        event = Event(message.time, decision.outcome, decision.reason.text, len(result.faces), faces,
+                      round(result.detect_ms + result.classify_ms, 2), source="vision", code=decision.reason.value,
+                      face=decision.face)
         return event, message.frame.image
     if isinstance(message, DoorChanged):
         state = message.state

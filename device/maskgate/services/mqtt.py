@@ -28,6 +28,7 @@ from typing import Callable
 
 from .. import __version__
 from ..access.controller import Auto, DoorController, Unlock
+from ..access.reasons import Reason
 from ..bus import EventBus
 from ..config import MqttConfig
 from ..errors import ConfigError
@@ -86,8 +87,9 @@ class MqttService:
         self._connected = False
         self._stopping = threading.Event()
         self._problems: set[str] = set()  # logged once per outage
-        self._vision = {"state": "idle", "reason": "", "faces": 0, "fps": 0.0, "camera_ok": None,
-                        "last_decision": None, "last_reason": None, "last_decision_at": None}
+        self._vision = {"state": "idle", "reason": "no_face", "reason_text": Reason.NO_FACE.text, "face": None,
+                        "faces": 0, "fps": 0.0, "camera_ok": None, "last_decision": None, "last_reason": None,
+                        "last_reason_text": None, "last_face": None, "last_decision_at": None}
         self._frame_key: tuple | None = None
         self._frame_at = float("-inf")
 
@@ -232,8 +234,9 @@ class MqttService:
 
     def _on_frame(self, message: FrameProcessed) -> None:
         with self._lock:
-            self._vision.update(state=message.decision.state, reason=message.decision.reason,
-                                faces=len(message.result.faces), fps=round(message.fps, 1))
+            decision = message.decision
+            self._vision.update(state=decision.state, reason=decision.reason.value, reason_text=decision.reason.text,
+                                face=decision.face, faces=len(message.result.faces), fps=round(message.fps, 1))
         self._publish_state()
 
     def _on_event(self, message) -> None:
@@ -245,7 +248,9 @@ class MqttService:
                 if isinstance(message, CameraChanged):
                     self._vision["camera_ok"] = message.ok
                 else:
-                    self._vision.update(last_decision=message.decision.outcome, last_reason=message.decision.reason,
+                    decision = message.decision
+                    self._vision.update(last_decision=decision.outcome, last_reason=decision.reason.value,
+                                        last_reason_text=decision.reason.text, last_face=decision.face,
                                         last_decision_at=datetime.fromtimestamp(message.time, timezone.utc).isoformat())
             self._publish_state()
         event, _ = as_event(message)
@@ -292,6 +297,7 @@ class MqttService:
                 "value_template": "{{ value_json.last_decision or 'none' }}",
                 "json_attributes_topic": self.state_topic,
                 "json_attributes_template": "{{ {'reason': value_json.last_reason, "
+                                            "'reason_text': value_json.last_reason_text, "
                                             "'at': value_json.last_decision_at} | tojson }}"},
             ("sensor", "faces"): {"name": "Faces", "state_topic": self.state_topic, "state_class": "measurement",
                                   "icon": "mdi:account-multiple", "value_template": "{{ value_json.faces }}"},

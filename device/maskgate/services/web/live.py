@@ -19,7 +19,7 @@ from typing import Awaitable, Callable
 import cv2
 import numpy as np
 
-from ...access.verdict import UNSURE_REASON
+from ...access.reasons import Reason
 from ...messages import CameraChanged, DoorChanged, FrameProcessed, Lifecycle
 from ...vision.core import FaceResult, face_json
 
@@ -49,18 +49,18 @@ VIEWS: dict[str, tuple[str, str, str, str, str]] = {
     "stopped": ("locked", "lock", "LOCKED", "Out of service — door locked", "Please ask staff"),
     "offline": ("locked", "camera-off", "OFFLINE", "Door offline", "No answer from this door"),
 }
-DENIAL_VIEWS = {"mask worn incorrectly": "nose", UNSURE_REASON: "face_camera",
-                "not everyone wears a mask": "everyone"}
+DENIAL_VIEWS = {Reason.INCORRECT: "nose", Reason.UNSURE: "face_camera", Reason.NOT_EVERYONE: "everyone"}
 
 
-def screen(state: str, reason: str, near_faces: int) -> dict:
-    """The kiosk's words for a door state; the decider's reason picks among the denials."""
+def screen(state: str, reason: str, people: int) -> dict:
+    """The kiosk's words for a door state; the decision's reason code picks among the denials. ``people``:
+    faces close enough to count."""
     key = state
     if state == "denied":
-        key = next((view for start, view in DENIAL_VIEWS.items() if reason.startswith(start)), "denied")
-    elif state == "checking" and reason.startswith(UNSURE_REASON):
+        key = DENIAL_VIEWS.get(reason, "denied")
+    elif state == "checking" and reason == Reason.UNSURE:
         key = "face_camera"
-    if state in ("checking", "denied") and near_faces > 1:
+    if state in ("checking", "denied") and people > 1 and reason != Reason.NOT_EVERYONE:
         key = "one_person"
     tone, icon, word, title, detail = VIEWS.get(key, VIEWS["idle"])
     return {"key": key, "tone": tone, "icon": icon, "word": word, "title": title, "detail": detail}
@@ -184,7 +184,6 @@ class LiveFeed:
 
     def __init__(self, app, channel: Channel, *, preview_fps: float):
         self.controller, self.channel = app.controller, channel
-        self.min_face_px = app.config.decision.min_face_px
         self.collecting = app.config.collect.enabled  # the kiosk says so while faces are kept
         self.preview_every = 1.0 / preview_fps
         self._lock = threading.RLock()
@@ -237,7 +236,7 @@ class LiveFeed:
         with self._lock:
             self._camera_ok = True
             self._faces = [face_json(fr) for fr in faces]
-            self._near = sum(fr.face.height >= self.min_face_px for fr in faces)
+            self._near = message.decision.people
             self._fps = message.fps
         self._push()
 
