@@ -116,8 +116,8 @@ def door_figures(bundle_dir: Path, split) -> dict:
     probs, nose = bundle_probs(bundle_dir, split.images, [
         np.array(r["landmarks"].split(), np.float32).reshape(5, 2) if r.get("landmarks") else None for r in split.rows])
     nose_threshold = metadata.nose_check.threshold if metadata.nose_check else None
-    probs = probs[:, [metadata.labels.index(label) for label in LABELS]]  # the columns ev.granted expects
-    grants = ev.granted(probs, metadata.threshold, nose, nose_threshold)
+    probs = probs[:, [metadata.labels.index(label) for label in LABELS]]  # the columns Rule.grants expects
+    grants = ev.door_rule(metadata.threshold, nose_threshold).grants(probs, nose)
     masked = split.labels == ev.WITH_MASK
     return {"false_grants": float(grants[~masked].mean()) if (~masked).any() else None,
             "masked_granted": float(grants[masked].mean()) if masked.any() else None,
