@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from maskgate.vision.classifier import LABELS, default_bundle_dir
 from maskgate.errors import MaskgateError
 
@@ -72,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     common(holdout, model=True)
     holdout.add_argument("--source", required=True, help="the source to hold out, e.g. scenes")
 
+    common(steps.add_parser("reference", help="write the bundle's reference embeddings (for maskgate model adapt) "
+                                              "from the prepared validation and test photos"))
+    measure_adapt = steps.add_parser("measure-adapt", help="what maskgate model adapt gains when a measure-only source "
+                                                           "stands in for the site (docs/teach.md)")
+    common(measure_adapt)
+    measure_adapt.add_argument("--site", required=True, metavar="SOURCE", help="the measure-only source, e.g. rmfd")
+    measure_adapt.add_argument("--counts", nargs="+", type=int, default=[25, 100, 300], metavar="K")
+    measure_adapt.add_argument("--draws", type=int, default=5, metavar="N")
+
     detectors = steps.add_parser("detectors", help="compare face detectors on the shared data (docs/detectors.md)")
     detectors.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
     detectors.add_argument("--every", type=int, default=1, metavar="N", help="use every N-th photo of each set")
@@ -103,6 +114,19 @@ def run(args: argparse.Namespace) -> dict | int | str:
 
         return collect(args.source, args.out, label=args.label, every=args.every, count=args.count,
                        size=args.size, margin=args.margin, show=args.show)
+    if args.step == "reference":
+        from .dataset import load_prepared
+        from .export import write_reference
+
+        prepared = load_prepared(args.work_dir, exclude_sources=("site",))
+        splits = [prepared[name] for name in ("val", "test")]
+        count = write_reference(args.bundle, np.concatenate([s.images for s in splits]),
+                                np.concatenate([s.labels for s in splits]))
+        return f"{count} reference faces in {args.bundle}"
+    if args.step == "measure-adapt":
+        from .adapt_measure import measure
+
+        return measure(args.work_dir, args.bundle, site=args.site, counts=args.counts, draws=args.draws)
     excluded = tuple(args.exclude_source)
     if args.step in ("train", "train-nose", "all", "holdout"):
         weights = None if args.no_imagenet else find_imagenet_weights(args.keras_home)
