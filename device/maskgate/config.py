@@ -131,6 +131,8 @@ class ControlConfig(Section):
     socket_path: Path | None = Field(None, description="default: $RUNTIME_DIRECTORY/control.sock (systemd); "
                                      "with neither, no socket")
     group: str | None = Field("maskgate-operators", description="may use the socket; null: the daemon's user only")
+    max_override_seconds: float = Field(86400.0, ge=1, le=31 * 86400,
+                                        description="longest `maskgate door unlock|lock --for` (default 24 h)")
 
     def resolved_socket_path(self) -> Path | None:
         runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]

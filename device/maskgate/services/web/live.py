@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from ...access.reasons import Reason
-from ...messages import CameraChanged, DoorChanged, FrameProcessed, Lifecycle
+from ...messages import CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, Lifecycle
 from ...vision.core import FaceResult, face_json
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def screen(state: str, reason: str, people: int) -> dict:
 def offline_status(detail: str) -> dict:
     view = {**screen("offline", "", 0), "detail": detail}
     return {"type": "status", "state": "offline", "reason": detail, "door": "unknown", "faces": [], "fps": 0.0,
-            "camera_ok": False, "time": time.time(), "view": view}
+            "camera_ok": False, "events_ok": None, "time": time.time(), "view": view}
 
 
 LABEL_BGR = {"with_mask": (60, 170, 40), "without_mask": (40, 40, 220), "incorrect_mask": (0, 140, 255)}
@@ -188,6 +188,7 @@ class LiveFeed:
         self.preview_every = 1.0 / preview_fps
         self._lock = threading.RLock()
         self._camera_ok: bool | None = None
+        self._events_ok = True
         self._stopped = False
         self._faces: list[dict] = []
         self._near = 0
@@ -198,7 +199,7 @@ class LiveFeed:
         self._encoded = 0.0
         bus = app.bus
         self.subscriptions = [
-            bus.subscribe((DoorChanged, CameraChanged, Lifecycle), self._on_event, name="web:events"),
+            bus.subscribe((DoorChanged, CameraChanged, Lifecycle, EventLogChanged), self._on_event, name="web:events"),
             bus.subscribe(FrameProcessed, self._on_frame, name="web:status", latest=True),
             bus.subscribe(FrameProcessed, self._on_preview, name="web:preview", latest=True,
                           when=lambda m: channel.wants_preview()),
@@ -216,13 +217,15 @@ class LiveFeed:
             return {"type": "status", "state": state, "reason": door["reason"], "door": door["door"],
                     "layer": door["layer"], "who": door["who"], "seconds_left": door["seconds_left"],
                     "faces": self._faces, "fps": round(self._fps, 1), "camera_ok": bool(self._camera_ok),
-                    "time": time.time(), "view": screen(state, door["reason"], self._near),
-                    "collecting": self.collecting}
+                    "events_ok": self._events_ok, "time": time.time(),
+                    "view": screen(state, door["reason"], self._near), "collecting": self.collecting}
 
     def _on_event(self, message) -> None:
         with self._lock:
             if isinstance(message, CameraChanged):
                 self._camera_ok = message.ok
+            elif isinstance(message, EventLogChanged):
+                self._events_ok = message.ok
             elif isinstance(message, Lifecycle):
                 self._stopped = message.kind == "stopped"
         self._push()
@@ -243,7 +246,8 @@ class LiveFeed:
     def _push(self) -> None:
         with self._lock:  # both handler threads push: keep their order
             status = self.snapshot()
-            shown = (status["state"], status["reason"], status["door"], status["camera_ok"], status["view"]["key"],
+            shown = (status["state"], status["reason"], status["door"], status["camera_ok"], status["events_ok"],
+                     status["view"]["key"],
                      tuple(f["label"] for f in status["faces"]))
             now = time.monotonic()
             if shown != self._shown or now - self._pushed >= STATUS_EVERY:

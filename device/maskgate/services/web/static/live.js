@@ -49,6 +49,7 @@ class LiveView {
     if (info) {
       const faces = status.faces.map((f) => `${f.label.replace("_", " ")} ${Math.round(f.confidence * 100)}%`);
       info.textContent = `${status.fps.toFixed(1)} fps · camera ${status.camera_ok ? "ok" : "down"}` +
+        (status.events_ok === false ? " · event log failing (disk full?)" : "") +
         (faces.length ? ` · ${faces.join(", ")}` : "");
     }
     if (view.title !== this.shown) {
