@@ -267,3 +267,55 @@ def test_a_clean_stop_leaves_the_retained_topics_true(daemons, broker, tiny_bund
     kept = retained(server.port)
     assert json.loads(kept[f"{PREFIX}/door"])["door"] == "locked"
     assert kept[f"{PREFIX}/availability"] == b"offline"
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_replay_that_opens_but_cannot_be_read_backs_off_instead_of_spinning(core, tmp_path):
+    from gpiozero.pins.mock import MockFactory
+
+    from maskgate.access.controller import DoorController
+    from maskgate.access.decider import Decider
+    from maskgate.app import decision_rule
+    from maskgate.bus import EventBus
+    from maskgate.config import Config
+    from maskgate.hardware.door import build_door
+    from maskgate.loop import FrameLoop, Heartbeat
+    from maskgate.sources import make_source
+
+    broken = tmp_path / "door.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4096))  # a video by its name, not by its bytes
+    config = Config.model_validate({"camera": {"backend": "replay", "replay_path": str(broken), "replay_loop": True,
+                                               "reconnect_max_seconds": 30}})
+    clock, stop, bus = FakeClock(), threading.Event(), EventBus()
+    opens, pauses = [], []
+
+    def open_source():
+        opens.append(clock.now)
+        return make_source(config.camera, paced=False)
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        clock.now += seconds
+        if clock.now > 3600:
+            stop.set()
+
+    door = build_door(config.gpio, pin_factory=MockFactory())
+    loop = FrameLoop(open_source=open_source, core=core, decider=Decider(config.decision, rule=decision_rule(config, core.classifier)), bus=bus, stop=stop,
+                     controller=DoorController(door, bus=bus, clock=clock), heartbeat=Heartbeat(clock),
+                     reconnect_max_seconds=config.camera.reconnect_max_seconds, pause=pause)
+    runner = threading.Thread(target=loop.run)
+    runner.start()
+    runner.join(120)
+    assert not runner.is_alive(), f"the loop spun: {len(opens)} opens by {clock.now:.0f} fake seconds"
+    bus.close()
+    door.close()
+    assert len(opens) <= 3600 / (0.8 * 30) + 10, "one open per backoff, not a spin"
+    assert len([t for t in opens if t < 60]) <= 7, "1, 2, 4, 8, 16, 30 … s apart from the start"
+    assert max(pauses) <= 30 and len({round(p, 3) for p in pauses if p > 20}) > 1, "capped, with jitter"

@@ -88,9 +88,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .app import run_daemon
-    from .config import load_config
+    from .config import exposed_secrets, load_config
 
-    return run_daemon(load_config(args.config), console=args.verbose).exit_code
+    config = load_config(args.config)
+    for warning in exposed_secrets(config, args.config):
+        print(f"maskgate: warning: {warning}", file=sys.stderr)
+    return run_daemon(config, console=args.verbose).exit_code
 
 
 DEMO_PORT = 8080
@@ -146,9 +149,12 @@ def _port_is_free(host: str, port: int) -> bool:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .app import preflight
-    from .config import load_config
+    from .config import exposed_secrets, load_config
 
-    preflight(load_config(args.file))
+    config = load_config(args.file)
+    preflight(config)
+    for warning in exposed_secrets(config, args.file):
+        print(f"maskgate: warning: {warning}", file=sys.stderr)
     print(f"{args.file}: OK")
     return 0
 
