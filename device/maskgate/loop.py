@@ -15,6 +15,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 from .access.controller import DoorController
@@ -42,6 +43,23 @@ class Heartbeat:
         return self.clock() - self.last
 
 
+class Rate:
+    """Events a second over the last ``window`` seconds. Not a running mean of 1/gap: after a stall a
+    source catching up delivers a burst, and those short gaps would read as a spike (80 fps at 10)."""
+
+    def __init__(self, window: float = 2.0, clock: Callable[[], float] = time.monotonic):
+        self.window, self.clock = window, clock
+        self._times: deque[float] = deque()
+
+    def tick(self) -> float:
+        now = self.clock()
+        self._times.append(now)
+        while len(self._times) > 2 and now - self._times[0] > self.window:
+            self._times.popleft()
+        span = now - self._times[0]
+        return (len(self._times) - 1) / span if span > 0 else 0.0
+
+
 class FrameLoop:
     """Runs until ``stop`` is set or a replay ends; raises what it cannot handle (the app locks the door)."""
 
@@ -54,11 +72,11 @@ class FrameLoop:
         self.reconnect_max_seconds = reconnect_max_seconds
         self.pause, self.jitter = pause or self._wait, jitter
         self.fps = 0.0
+        self._rate = Rate()
         self._backoff = 1.0
 
     def run(self) -> None:
         source, camera_ok, usable = None, None, False  # usable: the last read gave a frame that went through
-        last = time.monotonic()
         try:
             while not self.stop.is_set():
                 self.heartbeat.beat()
@@ -97,9 +115,7 @@ class FrameLoop:
                     camera_ok, self._backoff = True, 1.0
                 decision = self.decider.update(result, frame.time)
                 self.controller.vision(decision)
-                now = time.monotonic()
-                self.fps = 0.9 * self.fps + 0.1 / max(now - last, 1e-6) if self.fps else 1.0 / max(now - last, 1e-6)
-                last = now
+                self.fps = self._rate.tick()
                 self.bus.publish(FrameProcessed(frame, result, decision, self.fps, time.time()))
         finally:
             if source is not None:

@@ -25,6 +25,7 @@ from ...vision.core import FaceResult, face_json
 
 log = logging.getLogger(__name__)
 
+CLOSING_SECONDS = 2.0  # a vision grant's last seconds: the kiosk says the door is closing
 STATUS_EVERY = 0.25  # seconds: status pushes when nothing that is shown changed (faces, fps, countdown)
 SEND_TIMEOUT = 2.0  # seconds a viewer may take to take one message before it is dropped
 
@@ -34,12 +35,13 @@ VIEWS: dict[str, tuple[str, str, str, str, str]] = {
     "idle": ("idle", "mask", "MASK", "Masks required", "Step up to the camera, one person at a time"),
     "checking": ("wait", "scan", "WAIT", "Checking…", "Hold still and look at the camera"),
     "granted": ("go", "check", "OPEN", "Welcome — door open", "Please come in"),
+    "closing": ("go", "door", "OPEN", "Welcome — door open", "The door is closing"),
     "denied": ("stop", "mask", "STOP", "Please wear a mask", "The door stays locked"),
     "nose": ("warn", "nose", "STOP", "Please cover your nose", "The mask must cover nose and mouth"),
     "face_camera": ("warn", "scan", "WAIT", "Please face the camera", "The mask was not clearly seen"),
     "everyone": ("stop", "mask", "STOP", "Everyone must wear a mask", "The door stays locked"),
     "one_person": ("warn", "people", "ONE", "One person at a time", "Please step up alone"),
-    "cooldown": ("idle", "hourglass", "WAIT", "Please wait", "The door is closing"),
+    "cooldown": ("idle", "hourglass", "WAIT", "Please wait", "Next person in a moment"),
     "camera_lost": ("locked", "camera-off", "LOCKED", "Camera unavailable — door locked", "Please ask staff"),
     "emergency": ("alarm", "alarm", "EXIT", "Emergency — door released", "Leave the building calmly"),
     "override_unlocked": ("go", "unlock", "OPEN", "Door opened by staff", "Please come in"),
@@ -184,6 +186,7 @@ class LiveFeed:
 
     def __init__(self, app, channel: Channel, *, preview_fps: float):
         self.controller, self.channel = app.controller, channel
+        self.rule, self.frames_to_decide = app.decider.rule, app.config.decision.frames_to_decide
         self.collecting = app.config.collect.enabled  # the kiosk says so while faces are kept
         self.preview_every = 1.0 / preview_fps
         self._lock = threading.RLock()
@@ -192,6 +195,7 @@ class LiveFeed:
         self._stopped = False
         self._faces: list[dict] = []
         self._near = 0
+        self._refused: list = []  # this run of frames the rule refuses (their verdicts), newest last
         self._fps = 0.0
         self._shown: tuple | None = None
         self._seen: tuple | None = None
@@ -218,7 +222,16 @@ class LiveFeed:
                     "layer": door["layer"], "who": door["who"], "seconds_left": door["seconds_left"],
                     "faces": self._faces, "fps": round(self._fps, 1), "camera_ok": bool(self._camera_ok),
                     "events_ok": self._events_ok, "time": time.time(),
-                    "view": screen(state, door["reason"], self._near), "collecting": self.collecting}
+                    "view": self._view(state, door), "collecting": self.collecting}
+
+    def _view(self, state: str, door: dict) -> dict:
+        """The kiosk's words; while vision's grant holds the door open, the faces in view now come first:
+        someone without a mask is told so (the door keeps following the access rules)."""
+        if state == "granted" and len(self._refused) >= self.frames_to_decide:
+            return screen("denied", self._refused[-1].reason, self._near)
+        if state == "granted" and door["seconds_left"] is not None and door["seconds_left"] <= CLOSING_SECONDS:
+            return screen("closing", door["reason"], self._near)
+        return screen(state, door["reason"], self._near)
 
     def _on_event(self, message) -> None:
         with self._lock:
@@ -232,7 +245,13 @@ class LiveFeed:
 
     def _on_frame(self, message: FrameProcessed) -> None:
         faces = message.result.faces
-        seen = (message.decision.state, message.decision.reason, tuple(fr.prediction.label for fr in faces))
+        verdict = self.rule.judge(faces)
+        if verdict.outcome == "denied" and not verdict.unsure:
+            self._refused = self._refused[-self.frames_to_decide:] + [verdict]
+        else:
+            self._refused = []
+        seen = (message.decision.state, message.decision.reason, tuple(fr.prediction.label for fr in faces),
+                len(self._refused) >= self.frames_to_decide)
         if seen == self._seen and self._camera_ok and time.monotonic() - self._pushed < STATUS_EVERY:
             return  # nothing shown changed: cheap at hundreds of frames a second
         self._seen = seen
