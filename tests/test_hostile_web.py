@@ -105,28 +105,37 @@ def status(port: int, source: str = "127.0.0.1"):
 
 
 def flood(port: int, path: str, size: int, *, headers: dict | None = None, chunked: bool = False) -> bytes:
-    """POST ``size`` bytes as fast as the server takes them; returns the start of its answer ("" if none)."""
+    """POST ``size`` bytes as fast as the server takes them, reading its answer meanwhile (a server that
+    refuses closes before the body is all sent); returns the answer's start, b"" if none came."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
     head = {"Host": f"127.0.0.1:{port}", **(headers or {}),
             **({"Transfer-Encoding": "chunked"} if chunked else {"Content-Length": str(size)})}
+    answer = []
+
+    def read():
+        try:
+            answer.append(sock.recv(64))
+        except OSError:
+            pass
+
+    reader = threading.Thread(target=read)
+    reader.start()
     try:
         sock.sendall(f"POST {path} HTTP/1.1\r\n".encode() + b"".join(f"{k}: {v}\r\n".encode() for k, v in head.items())
                      + b"\r\n")
         sent = 0
-        while sent < size:
+        while sent < size and not answer:
             piece = CHUNK[:size - sent]
             sock.sendall(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
             sent += len(piece)
-        if chunked:
+        if chunked and not answer:
             sock.sendall(b"0\r\n\r\n")
-    except OSError:  # the server answered and hung up before the body was all sent
+    except OSError:  # the server answered and hung up
         pass
-    try:
-        return sock.recv(64)
-    except OSError:
-        return b""
     finally:
+        reader.join(60)
         sock.close()
+    return answer[0] if answer else b""
 
 
 # --- bounded before read ------------------------------------------------------------------------------

@@ -195,13 +195,14 @@ class ApiConfig(Section):
     max_pixels: int = Field(4096 * 4096, ge=64 * 64, le=100_000_000, description="width × height")
     rate_per_minute: int = Field(60, ge=1, le=100_000, description="requests per client address")
     workers: int = Field(1, ge=1, le=8, description="inference threads, each with its own models")
-    queue: int = Field(4, ge=1, le=100, description="requests waiting for a worker; beyond: 503")
+    queue: int = Field(2, ge=1, le=100, description="requests waiting for a worker; beyond: 503 (workers + queue "
+                       "bodies of up to max_body_bytes are held at most)")
 
 
 class WebLimitsConfig(Section):
     """What one client may hold: connections and the time it takes to send a request."""
 
-    connections: int = Field(200, ge=8, le=10_000, description="open connections (WebSockets included); beyond, "
+    connections: int = Field(200, ge=8, le=2000, description="open connections (WebSockets included); beyond, "
                              "new ones are closed at once (this machine keeps a few more): well under LimitNOFILE")
     connections_per_client: int = Field(32, ge=2, le=10_000, description="per client address (IPv6: per /64); "
                                         "a trusted proxy is exempt")

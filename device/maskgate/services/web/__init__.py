@@ -11,16 +11,18 @@ client may take: connections, time, body bytes, hosts, origins and token guesses
 from __future__ import annotations
 
 import logging
+import resource
 import socket
 import threading
 
 from ...config import is_loopback
 from ...errors import MaskgateError
-from .limits import Listener
+from .limits import LOCAL_RESERVE, Listener
 
 log = logging.getLogger(__name__)
 
 BACKLOG = 128  # connections waiting for accept()
+DESCRIPTORS_BESIDE_WEB = 256  # camera, models and their threads, event log, MQTT, control socket, with headroom
 WS_MAX_MESSAGE = 4096  # bytes: the pages send nothing but closes
 
 
@@ -68,6 +70,7 @@ class WebService:
     def start(self) -> None:
         """Bind (a MaskgateError if the address is taken), then serve in the background."""
         self.sock = _bind(self.config.host, self.config.port)
+        _check_descriptors(self.config.limits.connections)
         self.host, self.port = self.sock.getsockname()[:2]
         if self.api is not None:
             self.api.workers.start()
@@ -91,6 +94,14 @@ class WebService:
         """The server thread and, with the classify API on, every API worker alive (or not started yet)."""
         server = self._thread.is_alive() or not self._thread.ident
         return server and (self.api is None or self.api.workers.alive())
+
+
+def _check_descriptors(connections: int) -> None:
+    """Warn when the process's descriptor limit leaves the rest of the daemon too little beside the connections."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < connections + LOCAL_RESERVE + DESCRIPTORS_BESIDE_WEB:
+        log.warning("web: %d file descriptors (LimitNOFILE) leave too few beside web.limits.connections (%d): "
+                    "raise the limit or lower the connections", soft, connections)
 
 
 def _bind(host: str, port: int) -> socket.socket:
