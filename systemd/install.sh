@@ -18,9 +18,9 @@ prefix=/opt/maskgate
 [ "$(id -u)" -eq 0 ] || { echo "install.sh: run as root (sudo systemd/install.sh)" >&2; exit 1; }
 [ "$(uname -m)" = aarch64 ] || echo "install.sh: warning: $(uname -m) is not aarch64 (Raspberry Pi OS 64-bit)" >&2
 
-echo "== system packages (picamera2 comes from the Raspberry Pi archive)"
+echo "== system packages (picamera2 and lgpio, gpiozero's pin driver on a Pi 5, come from the Raspberry Pi archive)"
 apt-get update
-apt-get install -y --no-install-recommends python3-venv python3-picamera2
+apt-get install -y --no-install-recommends python3-venv python3-picamera2 python3-lgpio
 
 echo "== service user"
 id -u maskgate >/dev/null 2>&1 || useradd --system --home-dir /var/lib/maskgate --shell /usr/sbin/nologin maskgate
@@ -34,12 +34,16 @@ cp "$repo/README.md" "$prefix/README.md"
 python3 -m venv --system-site-packages "$prefix/venv"
 # [pi]: simplejpeg from PyPI, built for the venv's numpy, shadows Debian's (see docs/pi.md).
 "$prefix/venv/bin/pip" install --upgrade "$repo[pi]"
+ln -sfn "$prefix/venv/bin/maskgate" /usr/local/bin/maskgate  # `maskgate` on every user's PATH
 
 echo "== configuration in /etc/maskgate"
 install -d -m 0755 /etc/maskgate
 if [ ! -e /etc/maskgate/maskgate.yaml ]; then
-    install -m 0644 "$repo/config/maskgate.yaml" /etc/maskgate/maskgate.yaml
+    install -m 0640 -o root -g maskgate "$repo/config/maskgate.yaml" /etc/maskgate/maskgate.yaml
 fi
+# It may hold tokens and passwords: readable by root and the service only (also when kept from before).
+chown root:maskgate /etc/maskgate/maskgate.yaml
+chmod 0640 /etc/maskgate/maskgate.yaml
 "$prefix/venv/bin/maskgate" check-config /etc/maskgate/maskgate.yaml
 
 echo "== service"
@@ -54,5 +58,5 @@ if [ "$kiosk" = yes ]; then
     install -D -m 0644 "$repo/systemd/maskgate-kiosk.desktop" "$kiosk_entry"
 fi
 systemctl --no-pager status maskgate.service || true
-echo "door overrides: add operators with 'usermod -a -G maskgate-operators USER', then '$prefix/venv/bin/maskgate door status'"
-echo "installed: logs with 'journalctl -u maskgate -f', decisions with '$prefix/venv/bin/maskgate events --state-dir /var/lib/maskgate'"
+echo "door overrides: add operators with 'usermod -a -G maskgate-operators USER', then 'maskgate door status'"
+echo "installed: logs with 'journalctl -u maskgate -f', decisions with 'sudo maskgate events'"

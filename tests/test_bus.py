@@ -104,6 +104,7 @@ def test_a_queue_that_backs_up_keeps_decisions_without_their_pixels():
     import numpy as np
 
     from maskgate.access.decider import Decision
+    from maskgate.access.reasons import Reason
     from maskgate.messages import FrameProcessed, without_image
     from maskgate.sources import Frame
     from maskgate.vision.core import FrameResult
@@ -119,7 +120,7 @@ def test_a_queue_that_backs_up_keeps_decisions_without_their_pixels():
     image = np.zeros((480, 640, 3), np.uint8)
     result = FrameResult(width=640, height=480, faces=(), detect_ms=1.0, classify_ms=0.0)
     for n in range(3):
-        bus.publish(FrameProcessed(Frame(image, float(n)), result, Decision("denied", "no mask", "denied"), 10.0, n))
+        bus.publish(FrameProcessed(Frame(image, float(n)), result, Decision("denied", Reason.NO_MASK, "denied"), 10.0, n))
     release.set()
     bus.close()
     assert [m.frame.time for m in seen] == [0.0, 1.0, 2.0]

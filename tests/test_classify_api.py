@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
+from maskgate.access.reasons import Reason
 from maskgate.config import Config, load_config
 from maskgate.errors import ConfigError
 from maskgate.messages import FrameProcessed
@@ -35,6 +36,7 @@ def photos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("photos")
     cv2.imwrite(str(folder / "masked.png"), door_scene(masked=True, mask_bgr=(255, 60, 0)))
     cv2.imwrite(str(folder / "bare.jpg"), door_scene(masked=False))
+    cv2.imwrite(str(folder / "far.png"), door_scene(face_height_px=100))  # under the tests' min_face_px, 150
     return folder
 
 
@@ -106,7 +108,7 @@ def test_answers_are_exactly_what_classify_json_prints(tmp_path, tiny_bundles, c
     raw = raw_config(tmp_path, tiny_bundles)
     (tmp_path / "maskgate.yaml").write_text(yaml.safe_dump(raw))
     cli = subprocess.run([sys.executable, "-m", "maskgate.cli", "classify", "--json", "--config",
-                          str(tmp_path / "maskgate.yaml"), "masked.png", "bare.jpg"],
+                          str(tmp_path / "maskgate.yaml"), "masked.png", "bare.jpg", "far.png"],
                          cwd=photos, capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr
     expected = [json.loads(line) for line in cli.stdout.splitlines()]
@@ -116,10 +118,15 @@ def test_answers_are_exactly_what_classify_json_prints(tmp_path, tiny_bundles, c
         masked = post(web, body, headers=headers)
         bare = post(web, (photos / "bare.jpg").read_bytes(), path="/api/v1/classify?name=bare.jpg",
                      headers={**BEARER, "Content-Type": "image/jpeg"})
-    assert (masked[0], bare[0]) == (200, 200)
-    assert [masked[2], bare[2]] == expected
+        body, headers = multipart("far.png", (photos / "far.png").read_bytes())
+        far = post(web, body, headers=headers)
+    assert (masked[0], bare[0], far[0]) == (200, 200, 200)
+    assert [masked[2], bare[2], far[2]] == expected
     assert (masked[2]["decision"], [f["label"] for f in masked[2]["faces"]]) == ("granted", ["with_mask"])
     assert (bare[2]["decision"], [f["label"] for f in bare[2]["faces"]]) == ("denied", ["without_mask"])
+    assert [(r["reason"], r["reason_text"], r["decided_by"]) for r in (masked[2], bare[2], far[2])] == [
+        ("granted", "mask worn", 0), ("no_mask", "no mask", 0), ("too_small", Reason.TOO_SMALL.text, None)]
+    assert len(far[2]["faces"]) == 1
     assert (bare[2]["width"], bare[2]["height"]) == (640, 480)
 
 

@@ -88,3 +88,18 @@ def test_events_cli_without_a_log_is_one_line_error(tmp_path, capsys):
     assert main(["events", "--state-dir", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no event log yet" in err
+
+
+def test_events_cli_text_says_who_and_why(tmp_path, capsys):
+    log = EventLog(tmp_path)
+    now = time.time()
+    log.record(Event(now, "override", "unlocked: delivery", source="operator:alice", until=now + 900))
+    log.record(Event(now + 1, "granted", "mask worn", 1, ({"label": "with_mask", "confidence": 0.99,
+                                                          "box": [0, 0, 9, 9]},), 3.5, source="vision"))
+    log.record(Event(now + 2, "started", "daemon started"))
+    assert main(["events", "--state-dir", str(tmp_path)]) == 0
+    override, granted, started = capsys.readouterr().out.splitlines()
+    ends = time.strftime("%H:%M:%S", time.localtime(now + 900))
+    assert override.split()[2:] == ["override", "operator:alice", "unlocked:", "delivery", "until", ends]
+    assert granted.split()[2:5] == ["granted", "vision", "mask"] and granted.endswith("[with_mask 99%]")
+    assert started.split()[2:4] == ["started", "-"]

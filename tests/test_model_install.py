@@ -166,13 +166,13 @@ def test_shadow_counts_how_the_staged_model_would_change_verdicts(tiny_bundles, 
     result = read_json(state / "models" / RESULT)
     assert result["bundle"] == request["bundle"] and result["frames"] > 0
     verdicts = result["verdicts"]
-    assert set(verdicts) <= {"mask worn", "no mask"}
-    assert set(verdicts.get("mask worn", {})) == {"no mask"}, "every masked frame the staged model would refuse"
-    assert set(verdicts.get("no mask", {})) <= {"mask worn"}
+    assert set(verdicts) <= {"granted", "no_mask"}
+    assert set(verdicts.get("granted", {})) == {"no_mask"}, "every masked frame the staged model would refuse"
+    assert set(verdicts.get("no_mask", {})) <= {"granted"}
     assert result["changed"] == result["frames"] == sum(n for row in verdicts.values() for n in row.values())
     assert result["decisions"]["active"].get("granted", 0) > 0 and result["decisions"]["staged"].get("granted", 0) > 0
     assert shadow.run is not None, "still running: its hour is not over"
 
     assert main(["model", "status", *where]) == 0
     out = capsys.readouterr().out
-    assert f"shadow run of {request['bundle']} (running" in out and "mask worn" in out and "no mask" in out
+    assert f"shadow run of {request['bundle']} (running" in out and "granted" in out and "no_mask" in out

@@ -16,6 +16,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from maskgate.access.reasons import Reason
 from maskgate.config import Config, load_config
 from maskgate.errors import ConfigError
 from maskgate.messages import FrameProcessed
@@ -71,13 +72,14 @@ def test_remote_beyond_loopback_with_a_long_token_is_accepted_and_the_token_stay
 # --- what the kiosk says ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("state, reason, near, title, tone", [
-    ("granted", "mask worn", 1, "Welcome — door open", "go"),
-    ("denied", "no mask", 1, "Please wear a mask", "stop"),
-    ("denied", "mask worn incorrectly: cover your nose and mouth", 1, "Please cover your nose", "warn"),
-    ("denied", "mask not clearly seen: face the camera", 1, "Please face the camera", "warn"),
-    ("checking", "mask not clearly seen: face the camera", 1, "Please face the camera", "warn"),
-    ("checking", "no mask", 1, "Checking…", "wait"),
-    ("checking", "no mask", 2, "One person at a time", "warn"),
+    ("granted", Reason.GRANTED, 1, "Welcome — door open", "go"),
+    ("denied", Reason.NO_MASK, 1, "Please wear a mask", "stop"),
+    ("denied", Reason.INCORRECT, 1, "Please cover your nose", "warn"),
+    ("denied", Reason.UNSURE, 1, "Please face the camera", "warn"),
+    ("denied", Reason.NOT_EVERYONE, 2, "Everyone must wear a mask", "stop"),
+    ("checking", Reason.UNSURE, 1, "Please face the camera", "warn"),
+    ("checking", Reason.NO_MASK, 1, "Checking…", "wait"),
+    ("checking", Reason.NO_MASK, 2, "One person at a time", "warn"),
     ("camera_lost", "camera unavailable: camera 0: no frame", 0, "Camera unavailable — door locked", "locked"),
     ("emergency", "fire alarm", 0, "Emergency — door released", "alarm"),
     ("override_locked", "maintenance", 0, "Door locked by staff", "locked"),
@@ -105,7 +107,7 @@ def test_status_and_events_follow_the_door(tmp_path, core, scenes):
             return json.loads(get(web, "/api/v1/status")[2])
 
         denied = wait_for(lambda: (s := status())["state"] == "denied" and s, what="denied")
-        assert denied["door"] == "locked" and denied["reason"] == "no mask" and denied["camera_ok"] is True
+        assert denied["door"] == "locked" and denied["reason"] == "no_mask" and denied["camera_ok"] is True
         assert denied["view"]["title"] == "Please wear a mask"
         assert [f["label"] for f in denied["faces"]] == ["without_mask"]
         assert len(denied["faces"][0]["box"]) == 4 and 0 < denied["faces"][0]["confidence"] <= 1

@@ -187,6 +187,71 @@ def _model_shadow(args, config, models) -> int:
     return 0
 
 
+def _model_adapt(args, config, models) -> int:
+    import tempfile
+
+    from .app import classifier_bundle
+    from .vision.adapt import adapt, current_head, read_reference, write_bundle
+    from .vision.bundles import pack
+    from .vision.classifier import read_metadata
+
+    if config.classifier.threshold is not None:
+        raise MaskgateError("classifier.threshold in the config would override the threshold adaptation chooses: "
+                            "remove it first")
+    base = classifier_bundle(config)
+    metadata = read_metadata(base)
+    embedder, head = current_head(base)
+    reference = read_reference(base, metadata.labels, embedder.size)
+    store = _store(config)
+    try:
+        site = _site_embeddings(store, embedder, metadata)
+    finally:
+        store.close()
+    started = time.monotonic()
+    adaptation = adapt(head, metadata.labels, metadata.threshold, reference, site, site_weight=args.site_weight,
+                       max_false_grants=args.max_false_grants)
+    seconds = time.monotonic() - started
+    site_name = config.collect.site or socket.gethostname()
+    with tempfile.TemporaryDirectory(prefix="maskgate-adapt-") as scratch:
+        bundle = write_bundle(base, Path(scratch) / "bundle", adaptation, site=site_name)
+        pack(bundle, Path(scratch) / "bundle.tar")
+        new = models.install(Path(scratch) / "bundle.tar")
+    figures = adaptation.figures
+    _log(config, f"model: adapted bundle {new} staged from {len(site[1])} labelled faces")
+    print(f"adapted in {seconds:.1f} s on {figures['fitted']['site']} site faces and {figures['fitted']['reference']} "
+          f"reference faces; held out: {figures['held_out']}")
+    for side in ("before", "after"):
+        f = figures[side]
+        print(f"  {side:<6} threshold {f['threshold']:.3f}: false grants {f['negatives']:.1%} "
+              f"(target {figures['target_false_grants']:.1%}), masked site faces let in {f['site_masked']:.0%}, "
+              f"reference masked {f['reference_masked']:.0%}")
+    print(f"staged bundle {new}: `maskgate model shadow --hours 24`, then `maskgate model activate`")
+    return 0
+
+
+def _site_embeddings(store, embedder, metadata):
+    """The labelled collected faces (skip and not_a_face left out) as embeddings and class indices."""
+    import cv2
+    import numpy as np
+
+    from .records.faces import LABELS
+    from .vision.crop import normalise
+
+    faces = [f for f in store.list() if f.label is not None and LABELS[f.label] is not None]
+    crops, classes = [], []
+    size = metadata.input_size
+    for face in faces:
+        image = cv2.imread(str(store.crops / face.file))
+        if image is None:
+            continue
+        crops.append(image if image.shape[:2] == (size, size) else cv2.resize(image, (size, size)))
+        classes.append(metadata.labels.index(LABELS[face.label]))
+    if not crops:
+        return np.zeros((0, embedder.size)), np.zeros(0, np.int64)
+    batch = normalise(np.stack(crops), metadata.normalisation, rgb=metadata.colour_order == "RGB")
+    return embedder.embed(batch), np.array(classes, np.int64)
+
+
 def _model_status(args, config, models) -> int:
     from .services.shadow import RESULT, read_json
 
@@ -214,8 +279,25 @@ def _model_status(args, config, models) -> int:
     return 0
 
 
-MODEL = {"pack": _model_pack, "install": _model_install, "activate": _model_activate, "rollback": _model_rollback,
+MODEL = {"pack": _model_pack, "install": _model_install, "adapt": _model_adapt, "activate": _model_activate, "rollback": _model_rollback,
          "shadow": _model_shadow, "status": _model_status}
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive(text) if text.strip() not in ("0", "0.0") else 0.0
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"a rate from 0 to below 1 (e.g. 0.02), got {text!r}")
+    return value
 
 
 def add_commands(commands, *, duration) -> None:
@@ -241,7 +323,8 @@ def add_commands(commands, *, duration) -> None:
 
     model = commands.add_parser(
         "model", help="install, shadow, activate or roll back a model bundle",
-        description="install verifies a bundle.tar and stages it; shadow runs it beside the active model on live "
+        description="install verifies a bundle.tar and stages it; adapt refits the active model's last layer on the "
+                    "labelled collected faces and stages the result; shadow runs it beside the active model on live "
                     "frames; activate switches to it; rollback switches back. Every switch is logged with your user.")
     model.add_argument("action", choices=list(MODEL))
     model.add_argument("dir", nargs="?", type=Path, metavar="PATH", help="install: bundle.tar; pack: bundle directory")
@@ -250,6 +333,10 @@ def add_commands(commands, *, duration) -> None:
     model.add_argument("--hours", type=lambda t: duration(t + "h") / 3600, metavar="N",
                        help="shadow: run this many hours")
     model.add_argument("--stop", action="store_true", help="shadow: end the run now")
+    model.add_argument("--site-weight", type=_positive, default=1.0, metavar="W",
+                       help="adapt: the site's faces together weigh W times the bundle's reference faces (default 1)")
+    model.add_argument("--max-false-grants", type=_fraction, metavar="RATE",
+                       help="adapt: false-grant target on held-out negatives (default: the active model's own rate)")
     model.add_argument("--json", action="store_true", help="status: as JSON")
     where(model)
     model.set_defaults(handler=cmd_model)

@@ -28,7 +28,7 @@ class Collector:
 
     def __init__(self, app, store: FaceStore):
         self.config, self.store = app.config.collect, store
-        self.rule, self.min_face_px = app.decider.rule, app.config.decision.min_face_px
+        self.rule = app.decider.rule
         classifier = app.core.classifier
         self.size, self.margin = classifier.input_size, classifier.crop_margin
         self.model = bundle_id(classifier.bundle_dir)
@@ -47,12 +47,12 @@ class Collector:
             return 0
         self._next = message.time + self.config.every_seconds
         image = message.frame.image
-        counted = [fr for fr in message.result.faces if fr.face.height >= self.min_face_px]
+        counted = [message.result.faces[i] for i in verdict.counted]
         for fr in counted:
             crop = crop_face(image, fr.face.box, size=self.size, margin=self.margin)
             points = crop_points(np.array(fr.face.keypoints), fr.face.box, image.shape, size=self.size,
                                  margin=self.margin)
-            self.store.add(crop, when=message.time, outcome=verdict.outcome, reason=verdict.reason,
+            self.store.add(crop, when=message.time, outcome=verdict.outcome, reason=verdict.reason.value,
                            probs={k: round(v, 4) for k, v in fr.prediction.probs.items()},
                            nose_covered=fr.prediction.nose_covered, keypoints=points, model=self.model)
         self.store.enforce(retention_days=self.config.retention_days, max_images=self.config.max_images)

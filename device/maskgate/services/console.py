@@ -27,7 +27,7 @@ class ConsoleReporter:
         self._shown = key
         labels = ", ".join(_describe(fr.prediction) for fr in result.faces) or "-"
         print(f"{self.clock() - self.start:6.1f}s  {decision.state:<9} relay {'OPEN  ' if self._unlocked else 'locked'}"
-              f"  {decision.reason:<45} faces: {labels}", flush=True)
+              f"  {decision.reason.text:<45} faces: {labels}", flush=True)
 
 
 def _describe(prediction) -> str:

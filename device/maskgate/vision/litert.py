@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
 
 from ..errors import ModelError
@@ -23,13 +25,22 @@ def _interpreter_class():
     return Interpreter
 
 
-def load_interpreter(path: str | Path, *, num_threads: int):
-    """Return an allocated interpreter for the model at ``path``."""
+def load_interpreter(path: str | Path, *, num_threads: int, inspectable: bool = False):
+    """Return an allocated interpreter for the model at ``path``; ``inspectable``: its inner tensors stay
+    readable after ``invoke`` (no delegate, all tensors kept: slower, for reading embeddings)."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
+    interpreter_class = _interpreter_class()
+    options = {}
+    if inspectable:
+        resolvers = sys.modules[interpreter_class.__module__].OpResolverType
+        options = {"experimental_preserve_all_tensors": True,
+                   "experimental_op_resolver_type": resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
     try:
-        interpreter = _interpreter_class()(model_path=str(path), num_threads=num_threads)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*preserve_all_tensors")
+            interpreter = interpreter_class(model_path=str(path), num_threads=num_threads, **options)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

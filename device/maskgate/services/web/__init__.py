@@ -34,6 +34,7 @@ class WebService:
     def __init__(self, app):
         import uvicorn
 
+        from ..metrics import Metrics
         from .classify import PATH as CLASSIFY_PATH
         from .classify import ClassifyApi
         from .limits import Hardened, Hosts, Networks, bounded_h11
@@ -44,8 +45,10 @@ class WebService:
         self.feed = LiveFeed(app, Channel(), preview_fps=web.preview_fps)
         token = web.remote.token.get_secret_value() if web.remote.enabled and web.remote.token else None
         self.api = ClassifyApi(app.config) if web.api.enabled else None
+        self.metrics = Metrics(app)
         trusted, limits = Networks(web.trusted_proxies), web.limits
-        asgi = Hardened(create_app(self.feed, app.events, token=token, doors=web.doors, api=self.api),
+        asgi = Hardened(create_app(self.feed, app.events, token=token, doors=web.doors, api=self.api,
+                                   metrics=self.metrics),
                         hosts=Hosts(web.allowed_hosts, web.host), trusted=trusted,
                         body_limits={CLASSIFY_PATH: None}, body_seconds=limits.header_seconds)
         http = bounded_h11(connections=limits.connections, per_client=limits.connections_per_client,

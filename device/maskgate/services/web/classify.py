@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from ...access.reasons import Reason
 from ...errors import FrameError
 from ...vision.frames import ImageTooLarge
 from .limits import client_key
@@ -240,6 +241,9 @@ class ClassifyResult(BaseModel):
     height: int
     faces: list[Face]
     decision: Literal["granted", "denied", "no_face"]
+    reason: Reason  # why, as a code (the interface); reason_text is its words
+    reason_text: str
+    decided_by: int | None  # index into faces of the face that decided; None when no face counts
 
 
 class ErrorBody(BaseModel):

@@ -23,11 +23,13 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import HTTPConnection
 
 from ...config import DoorLink
 from .classify import PATH as CLASSIFY_PATH
 from .classify import ClassifyApi, add_routes
+from ..metrics import Metrics
 from .limits import LOCAL_CLIENTS, Quiet, Throttle
 from .live import Channel, LiveFeed, offline_status
 
@@ -47,6 +49,7 @@ STATIC = Path(__file__).parent / "static"
 COOKIE = "maskgate_session"
 OPEN_PATHS = ("/login", "/static/", "/favicon.ico")
 OPENAPI_PATH = "/api/v1/openapi.json"
+METRICS_PATH = "/metrics"
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -120,9 +123,9 @@ class DoorRelay:
 
 
 def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLink],
-               api: ClassifyApi | None = None) -> FastAPI:
+               api: ClassifyApi | None = None, metrics: Metrics | None = None) -> FastAPI:
     """The web app; ``feed.channel`` is the local door, ``doors`` the ones on the multi-door page, ``api`` the
-    classify API (None: off)."""
+    classify API (None: off), ``metrics`` what ``/metrics`` serves (None: no such page)."""
     guard = Guard(token)
     throttle = Throttle()
     local = feed.channel
@@ -173,7 +176,7 @@ def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLin
             return await call_next(request)
         if wait:
             return locked_out(path, wait)
-        if request.url.path.startswith("/api/"):
+        if path.startswith("/api/") or path == METRICS_PATH:
             return JSONResponse({"detail": "token required"}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
         return FileResponse(STATIC / "login.html", status_code=401, headers=NO_STORE)
@@ -268,6 +271,12 @@ def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLin
         await asyncio.gather(*pending, return_exceptions=True)
         if serving in done and serving.exception() is None and listening not in done:
             await _close_quietly(websocket)  # it stopped reading
+
+    if metrics is not None:
+        @app.get(METRICS_PATH, include_in_schema=False)
+        def prometheus_metrics():
+            """The daemon's Prometheus metrics (text exposition format)."""
+            return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST, headers=NO_STORE)
 
     add_routes(app, api)
     return app
