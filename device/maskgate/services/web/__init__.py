@@ -36,7 +36,9 @@ class WebService:
         token = web.remote.token.get_secret_value() if web.remote.enabled and web.remote.token else None
         self.api = ClassifyApi(app.config) if web.api.enabled else None
         self.metrics = Metrics(app)
-        asgi = create_app(self.feed, app.events, token=token, doors=web.doors, api=self.api, metrics=self.metrics)
+        self.faces = _collected_faces(app.config)
+        asgi = create_app(self.feed, app.events, token=token, doors=web.doors, api=self.api, metrics=self.metrics,
+                          faces=self.faces)
         self.server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", access_log=False,
                                                     timeout_graceful_shutdown=2, ws_ping_interval=10))
         self.sock: socket.socket | None = None
@@ -69,11 +71,21 @@ class WebService:
             self.api.workers.stop()
         if self.sock is not None:
             self.sock.close()
+        if self.faces is not None:
+            self.faces.close()
 
     def healthy(self) -> bool:
         """The server thread and, with the classify API on, every API worker alive (or not started yet)."""
         server = self._thread.is_alive() or not self._thread.ident
         return server and (self.api is None or self.api.workers.alive())
+
+
+def _collected_faces(config):
+    """The collected faces for the review page: while collection is on or some are kept."""
+    from ...records.faces import FOLDER, FaceStore
+
+    state_dir = config.events.resolved_state_dir()
+    return FaceStore(state_dir) if config.collect.enabled or (state_dir / FOLDER).is_dir() else None
 
 
 def _bind(host: str, port: int) -> socket.socket:
