@@ -25,7 +25,7 @@ apt-get install -y --no-install-recommends python3-venv python3-picamera2 python
 echo "== service user"
 id -u maskgate >/dev/null 2>&1 || useradd --system --home-dir /var/lib/maskgate --shell /usr/sbin/nologin maskgate
 for group in video gpio; do getent group "$group" >/dev/null && usermod -a -G "$group" maskgate; done
-# Operators may use `maskgate door unlock|lock|auto|status`: usermod -a -G maskgate-operators <user>
+# Operators may use `maskgate door unlock|lock|auto|silence|status`: usermod -a -G maskgate-operators <user>
 getent group maskgate-operators >/dev/null || groupadd --system maskgate-operators
 
 echo "== virtual environment in $prefix/venv (system site packages, for picamera2)"

@@ -46,9 +46,10 @@ class WebService:
         token = web.remote.token.get_secret_value() if web.remote.enabled and web.remote.token else None
         self.api = ClassifyApi(app.config) if web.api.enabled else None
         self.metrics = Metrics(app)
+        self.faces = _collected_faces(app.config)
         trusted, limits = Networks(web.trusted_proxies), web.limits
         asgi = Hardened(create_app(self.feed, app.events, token=token, doors=web.doors, api=self.api,
-                                   metrics=self.metrics),
+                                   metrics=self.metrics, faces=self.faces),
                         hosts=Hosts(web.allowed_hosts, web.host), trusted=trusted,
                         body_limits={CLASSIFY_PATH: None}, body_seconds=limits.header_seconds)
         http = bounded_h11(connections=limits.connections, per_client=limits.connections_per_client,
@@ -92,6 +93,8 @@ class WebService:
             self.api.workers.stop()
         if self.sock is not None:
             self.sock.close()
+        if self.faces is not None:
+            self.faces.close()
 
     def healthy(self) -> bool:
         """The server thread and, with the classify API on, every API worker alive (or not started yet)."""
@@ -105,6 +108,14 @@ def _check_descriptors(connections: int) -> None:
     if soft < connections + LOCAL_RESERVE + DESCRIPTORS_BESIDE_WEB:
         log.warning("web: %d file descriptors (LimitNOFILE) leave too few beside web.limits.connections (%d): "
                     "raise the limit or lower the connections", soft, connections)
+
+
+def _collected_faces(config):
+    """The collected faces for the review page: while collection is on or some are kept."""
+    from ...records.faces import FOLDER, FaceStore
+
+    state_dir = config.events.resolved_state_dir()
+    return FaceStore(state_dir) if config.collect.enabled or (state_dir / FOLDER).is_dir() else None
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -29,6 +29,7 @@ from starlette.requests import HTTPConnection
 from ...config import DoorLink
 from .classify import PATH as CLASSIFY_PATH
 from .classify import ClassifyApi, add_routes
+from .review import add_routes as add_review_routes
 from ..metrics import Metrics
 from .limits import LOCAL_CLIENTS, Quiet, Throttle
 from .live import Channel, LiveFeed, offline_status
@@ -123,9 +124,10 @@ class DoorRelay:
 
 
 def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLink],
-               api: ClassifyApi | None = None, metrics: Metrics | None = None) -> FastAPI:
+               api: ClassifyApi | None = None, metrics: Metrics | None = None, faces=None) -> FastAPI:
     """The web app; ``feed.channel`` is the local door, ``doors`` the ones on the multi-door page, ``api`` the
-    classify API (None: off), ``metrics`` what ``/metrics`` serves (None: no such page)."""
+    classify API (None: off), ``metrics`` what ``/metrics`` serves (None: no such page), ``faces`` the
+    collected faces the review page shows (None: no such page)."""
     guard = Guard(token)
     throttle = Throttle()
     local = feed.channel
@@ -279,6 +281,7 @@ def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLin
             return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST, headers=NO_STORE)
 
     add_routes(app, api)
+    add_review_routes(app, faces, page)
     return app
 
 
