@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .net import is_loopback
 
 
 class Section(BaseModel):
@@ -194,16 +195,6 @@ class CollectConfig(Section):
 class DaemonConfig(Section):
     stuck_seconds: float = Field(10.0, ge=1, le=300, description="a worker silent this long is stuck: "
                                  "systemd's watchdog stops being fed and restarts the daemon")
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 REMOTE_TOKEN_ENV, API_TOKEN_ENV = "MASKGATE_REMOTE_TOKEN", "MASKGATE_API_TOKEN"

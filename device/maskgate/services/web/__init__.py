@@ -15,8 +15,8 @@ import resource
 import socket
 import threading
 
-from ...config import is_loopback
 from ...errors import MaskgateError
+from ...net import is_loopback
 from .limits import LOCAL_RESERVE, Listener
 
 log = logging.getLogger(__name__)

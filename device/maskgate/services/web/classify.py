@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import email.parser
-import hmac
 import logging
 import math
 import os
@@ -29,6 +28,7 @@ from pydantic import BaseModel
 
 from ...access.reasons import Reason
 from ...errors import FrameError
+from ...net import bearer_matches
 from ...vision.frames import ImageTooLarge
 from .limits import client_key
 
@@ -153,8 +153,7 @@ class ClassifyApi:
         self.places = asyncio.Semaphore(api.workers + api.queue)  # requests past the token check, bodies held
 
     def authorized(self, request: Request) -> bool:
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self._token)
+        return bearer_matches(request.headers.get("authorization", ""), self._token)
 
     async def answer(self, request: Request) -> JSONResponse:
         client = request.client.host if request.client else "unknown"
