@@ -226,7 +226,9 @@ def multipart_image(body: bytes | bytearray, content_type: str) -> tuple[str | N
     raise ApiError(400, "multipart body without an 'image' field")
 
 
-class Face(BaseModel):
+class ClassifiedFace(BaseModel):
+    """One face in the answer: the detector's box and score, the classifier's label and probabilities."""
+
     box: list[float]  # x1, y1, x2, y2 in image pixels
     score: float  # the detector's
     label: Literal["with_mask", "without_mask", "incorrect_mask"]
@@ -238,7 +240,7 @@ class ClassifyResult(BaseModel):
     image: str
     width: int
     height: int
-    faces: list[Face]
+    faces: list[ClassifiedFace]
     decision: Literal["granted", "denied", "no_face"]
     reason: Reason  # why, as a code (the interface); reason_text is its words
     reason_text: str
