@@ -18,9 +18,9 @@ prefix=/opt/maskgate
 [ "$(id -u)" -eq 0 ] || { echo "install.sh: run as root (sudo systemd/install.sh)" >&2; exit 1; }
 [ "$(uname -m)" = aarch64 ] || echo "install.sh: warning: $(uname -m) is not aarch64 (Raspberry Pi OS 64-bit)" >&2
 
-echo "== system packages (picamera2 comes from the Raspberry Pi archive)"
+echo "== system packages (picamera2 and lgpio, gpiozero's pin driver on a Pi 5, come from the Raspberry Pi archive)"
 apt-get update
-apt-get install -y --no-install-recommends python3-venv python3-picamera2
+apt-get install -y --no-install-recommends python3-venv python3-picamera2 python3-lgpio
 
 echo "== service user"
 id -u maskgate >/dev/null 2>&1 || useradd --system --home-dir /var/lib/maskgate --shell /usr/sbin/nologin maskgate
@@ -39,8 +39,11 @@ ln -sfn "$prefix/venv/bin/maskgate" /usr/local/bin/maskgate  # `maskgate` on eve
 echo "== configuration in /etc/maskgate"
 install -d -m 0755 /etc/maskgate
 if [ ! -e /etc/maskgate/maskgate.yaml ]; then
-    install -m 0644 "$repo/config/maskgate.yaml" /etc/maskgate/maskgate.yaml
+    install -m 0640 -o root -g maskgate "$repo/config/maskgate.yaml" /etc/maskgate/maskgate.yaml
 fi
+# It may hold tokens and passwords: readable by root and the service only (also when kept from before).
+chown root:maskgate /etc/maskgate/maskgate.yaml
+chmod 0640 /etc/maskgate/maskgate.yaml
 "$prefix/venv/bin/maskgate" check-config /etc/maskgate/maskgate.yaml
 
 echo "== service"

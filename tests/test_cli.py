@@ -105,3 +105,29 @@ def test_classify_says_why_and_which_face_decided(capsys, scenes, tiny_bundles, 
     out = capsys.readouterr().out
     assert "→ NO_FACE  [too_small: faces too far away to judge: step closer (faces under 80 px do not count)]" in out
     assert "→ DENIED  [no_mask: no mask; face 1 decided]" in out and " *face 1:" in out
+
+
+def door(*args) -> int:
+    """``maskgate door …`` as the shell runs it: the exit code, whether argparse or the command refused."""
+    try:
+        return main(["door", *args])
+    except SystemExit as exited:
+        return exited.code
+
+
+@pytest.mark.parametrize("duration, error", [
+    ("1e308", "at most 86400 s"), ("25h", "at most 86400 s"), ("5e-324", "must be at least 1 s"),
+    ("0.5s", "must be at least 1 s"), ("nan", "not a duration"), ("inf", "not a duration"), ("-1h", "negative"),
+])
+def test_door_for_is_bounded_before_anything_is_sent(duration, error, capsys, tmp_path):
+    code = door("unlock", f"--for={duration}", "--socket", str(tmp_path / "none.sock"))
+    err = capsys.readouterr().err
+    assert code == 2 and error in err and len(err.strip().splitlines()) == 1, err
+    assert "no control socket" not in err, "refused before connecting"
+
+
+def test_door_for_maximum_comes_from_the_config(capsys, tmp_path):
+    config = tmp_path / "maskgate.yaml"
+    config.write_text("control: {max_override_seconds: 3600}\n")
+    code = door("lock", "--for", "2h", "--config", str(config), "--socket", str(tmp_path / "none.sock"))
+    assert code == 2 and "at most 3600 s (control.max_override_seconds" in capsys.readouterr().err

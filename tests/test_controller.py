@@ -46,12 +46,68 @@ def test_resolve_with_no_claims_is_locked():
 
 
 @pytest.mark.parametrize("higher, lower", [
-    ("fire_alarm", "manual_lock"), ("manual_lock", "request_to_exit"), ("manual_lock", "manual_unlock"),
-    ("request_to_exit", "vision"), ("manual_unlock", "vision"),
+    ("fire_alarm", "manual_lock"), ("manual_lock", "manual_unlock"), ("manual_unlock", "remote"),
+    ("manual_lock", "remote"), ("remote", "request_to_exit"), ("request_to_exit", "vision"),
 ])
 def test_resolve_follows_the_documented_priority(higher, lower):
     claims = {higher: Claim(True, "emergency", higher), lower: Claim(False, "idle", lower)}
     assert resolve(claims, 0.0).layer == higher
+
+
+# Each source's claim, and everything a source may send to undo another's: who may override whom, pair by pair.
+CLAIM = {
+    "fire_alarm": (lambda c: c.request(Release(active=True)), "fire_alarm"),
+    "operator": (lambda c: c.request(Lock(source="operator", who="operator:ann", reason="lockdown", seconds=3600)),
+                 "manual_lock"),
+    "mqtt": (lambda c: c.request(Unlock(source="mqtt", who="mqtt", reason="remote unlock", seconds=5)), "remote"),
+    "request_to_exit": (lambda c: c.request(Unlock(source="request_to_exit", who="rex", reason="exit", seconds=5)),
+                        "request_to_exit"),
+    "vision": (lambda c: c.vision(GRANT), "vision"),
+}
+ATTEMPTS = {
+    "operator": [lambda c: c.request(Unlock(source="operator", who="operator:bob", reason="delivery")),
+                 lambda c: c.request(Lock(source="operator", who="operator:bob", reason="cleaning")),
+                 lambda c: c.request(Auto(source="operator", who="operator:bob"))],
+    "mqtt": [lambda c: c.request(Unlock(source="mqtt", who="mqtt", reason="remote unlock", seconds=5)),
+             lambda c: c.request(Auto(source="mqtt", who="mqtt", reason="remote lock"))],
+    "request_to_exit": [lambda c: c.request(Unlock(source="request_to_exit", who="rex", reason="exit", seconds=5))],
+    "vision": [lambda c: c.vision(DENY), lambda c: c.vision(GRANT)],
+}
+ORDER = list(CLAIM)
+
+
+@pytest.mark.parametrize("higher, lower", [(h, lo) for i, h in enumerate(ORDER) for lo in ORDER[i + 1:]])
+def test_a_lower_source_neither_overrides_nor_clears_a_higher_ones_claim(rig, higher, lower):
+    controller, clock, relay, _, _ = rig
+    claim, layer = CLAIM[higher]
+    held = claim(controller)
+    for attempt in ATTEMPTS[lower]:
+        attempt(controller)
+        clock.now += 0.1
+        state = controller.tick()
+        assert (state.layer, state.unlocked, state.who) == (layer, held.unlocked, held.who), attempt
+        assert relay() == held.unlocked
+
+
+def test_an_operator_lock_survives_a_remote_unlock_and_lock_and_auto_ends_a_remote_unlock(rig):
+    controller, clock, relay, changes, bus = rig
+    controller.request(Lock(source="operator", who="operator:ann", reason="lockdown", seconds=3600))
+    controller.request(Unlock(source="mqtt", who="mqtt", reason="remote unlock", seconds=5))
+    controller.request(Auto(source="mqtt", who="mqtt", reason="remote lock"))
+    assert not relay() and "manual_lock" in controller.claims()
+    controller.request(Auto(source="operator", who="operator:ann"))
+    controller.request(Unlock(source="mqtt", who="mqtt", reason="remote unlock", seconds=60))
+    assert relay() and controller.state.layer == "remote"
+    controller.request(Auto(source="operator", who="operator:ann"))
+    assert not relay() and controller.claims() == {}
+
+
+def test_only_an_operator_may_lock(rig):
+    controller, *_ = rig
+    for source in ("mqtt", "request_to_exit"):
+        with pytest.raises(ValueError, match="may not lock"):
+            controller.request(Lock(source=source, who=source, reason="lock"))
+    assert controller.claims() == {}
 
 
 def test_expired_claims_do_not_count():
@@ -80,7 +136,7 @@ def test_fire_alarm_releases_over_an_unmasked_person_and_relocks_when_cleared(ri
     controller.request(Release(active=True))
     assert relay() and controller.state.display == "emergency"
     controller.vision(DENY)
-    controller.request(Lock(who="operator:ann", reason="lockdown"))
+    controller.request(Lock(source="operator", who="operator:ann", reason="lockdown"))
     assert relay(), "nothing outranks the fire alarm"
     controller.request(Release(active=False))
     assert not relay() and controller.state.layer == "manual_lock"
@@ -90,17 +146,17 @@ def test_fire_alarm_releases_over_an_unmasked_person_and_relocks_when_cleared(ri
 
 def test_manual_lock_outranks_request_to_exit_and_vision(rig):
     controller, clock, relay, _, _ = rig
-    controller.request(Lock(who="operator:ann", reason="after hours"))
+    controller.request(Lock(source="operator", who="operator:ann", reason="after hours"))
     controller.vision(GRANT)
-    controller.request(Unlock(who="rex", reason="request to exit", seconds=5, layer="request_to_exit"))
+    controller.request(Unlock(source="request_to_exit", who="rex", reason="request to exit", seconds=5))
     assert not relay()
-    controller.request(Auto(who="operator:ann"))
+    controller.request(Auto(source="operator", who="operator:ann"))
     assert relay() and controller.state.layer == "request_to_exit"
 
 
 def test_request_to_exit_lasts_its_seconds(rig):
     controller, clock, relay, changes, bus = rig
-    controller.request(Unlock(who="rex", reason="request to exit", seconds=5, layer="request_to_exit"))
+    controller.request(Unlock(source="request_to_exit", who="rex", reason="request to exit", seconds=5))
     clock.now += 4.0
     assert controller.tick().unlocked
     clock.now += 1.0
@@ -111,10 +167,10 @@ def test_request_to_exit_lasts_its_seconds(rig):
 
 def test_manual_unlock_replaces_a_manual_lock_and_auto_hands_back_to_vision(rig):
     controller, clock, relay, changes, bus = rig
-    controller.request(Lock(who="operator:ann", reason="cleaning"))
-    controller.request(Unlock(who="operator:bob", reason="delivery", seconds=60))
+    controller.request(Lock(source="operator", who="operator:ann", reason="cleaning"))
+    controller.request(Unlock(source="operator", who="operator:bob", reason="delivery", seconds=60))
     assert relay() and "manual_lock" not in controller.claims()
-    controller.request(Auto(who="operator:bob"))
+    controller.request(Auto(source="operator", who="operator:bob"))
     assert not relay()
     bus.drain()
     assert changes[-1].state.who == "operator:bob" and changes[-1].state.reason == "back to automatic"
@@ -123,8 +179,8 @@ def test_manual_unlock_replaces_a_manual_lock_and_auto_hands_back_to_vision(rig)
 def test_auto_names_who_asked_even_when_vision_holds_a_claim(rig):
     controller, clock, relay, changes, bus = rig
     controller.vision(DENY)
-    controller.request(Unlock(who="mqtt", reason="remote unlock"))
-    controller.request(Auto(who="mqtt", reason="remote lock"))
+    controller.request(Unlock(source="mqtt", who="mqtt", reason="remote unlock"))
+    controller.request(Auto(source="mqtt", who="mqtt", reason="remote lock"))
     bus.drain()
     assert not relay() and changes[-1].state.layer == "vision"
     assert (changes[-1].state.who, changes[-1].state.reason) == ("mqtt", "remote lock")
@@ -142,9 +198,9 @@ def test_vision_changes_that_keep_the_door_locked_are_not_door_changes(rig):
 
 def test_close_locks_and_ignores_later_requests(rig):
     controller, _, relay, _, _ = rig
-    controller.request(Unlock(who="operator:ann", reason="x"))
+    controller.request(Unlock(source="operator", who="operator:ann", reason="x"))
     controller.close()
-    controller.request(Unlock(who="operator:ann", reason="x"))
+    controller.request(Unlock(source="operator", who="operator:ann", reason="x"))
     assert not relay()
 
 
@@ -154,7 +210,7 @@ def test_the_timer_thread_relocks_on_its_own(rig):
     controller, clock, relay, _, _ = rig
     controller.clock = time.monotonic
     controller.start()
-    controller.request(Unlock(who="rex", reason="request to exit", seconds=0.2, layer="request_to_exit"))
+    controller.request(Unlock(source="request_to_exit", who="rex", reason="request to exit", seconds=0.2))
     assert relay()
     deadline = time.monotonic() + 2
     while relay() and time.monotonic() < deadline:
@@ -166,9 +222,9 @@ def test_a_door_alarm_shows_only_while_locked_and_never_moves_the_relay(rig):
     controller, clock, relay, changes, bus = rig
     controller.alarm("forced_open")
     assert controller.door.display == "forced_open" and not relay()
-    controller.request(Unlock(who="operator:ann", reason="let security in"))
+    controller.request(Unlock(source="operator", who="operator:ann", reason="let security in"))
     assert relay() and controller.door.display == "override_unlocked"
-    controller.request(Auto(who="operator:ann"))
+    controller.request(Auto(source="operator", who="operator:ann"))
     assert not relay() and controller.state.display == "forced_open"
     controller.alarm(None)
     assert controller.door.display == "idle"
@@ -179,14 +235,14 @@ def test_a_door_alarm_shows_only_while_locked_and_never_moves_the_relay(rig):
 def test_relock_ends_vision_and_exit_grants_but_not_an_operators_unlock(rig):
     controller, clock, relay, changes, bus = rig
     controller.vision(GRANT)
-    controller.request(Unlock(who="rex", reason="request to exit", seconds=5, layer="request_to_exit"))
+    controller.request(Unlock(source="request_to_exit", who="rex", reason="request to exit", seconds=5))
     controller.relock("door closed after entry")
     assert not relay()
     controller.vision(Decision("granted", Reason.GRANTED, seconds_left=4.0))  # the same grant, a frame later
     assert not relay(), "a grant the door closed behind stays spent"
     controller.vision(GRANT)
     assert relay(), "a new grant opens again"
-    controller.request(Unlock(who="operator:ann", reason="delivery"))
+    controller.request(Unlock(source="operator", who="operator:ann", reason="delivery"))
     controller.relock()
     assert relay() and controller.state.layer == "manual_unlock"
     bus.drain()
@@ -203,8 +259,8 @@ def test_last_unlocked_is_now_while_unlocked_then_when_it_relocked(rig):
     assert controller.last_unlocked == clock.now
     clock.now += 2.5  # the grant ended 0.5 s ago; nothing has ticked since
     assert controller.last_unlocked == clock.now - 0.5
-    controller.request(Unlock(who="operator:ann", reason="x"))
+    controller.request(Unlock(source="operator", who="operator:ann", reason="x"))
     clock.now += 7
-    controller.request(Auto(who="operator:ann"))
+    controller.request(Auto(source="operator", who="operator:ann"))
     clock.now += 1
     assert controller.last_unlocked == clock.now - 1

@@ -395,3 +395,36 @@ def test_events_json_after_a_run(daemon_config, tmp_path):
                          capture_output=True, text=True).stdout
     events = [json.loads(line) for line in out.splitlines()]
     assert [e["outcome"] for e in events] == ["started", "camera_ok", "stopped"]  # one frame: no decision yet
+
+
+def test_frame_rate_after_a_stall_is_the_rate_frames_came_at_not_a_spike():
+    from maskgate.loop import Rate
+
+    now = [0.0]
+    rate = Rate(window=2.0, clock=lambda: now[0])
+    for i in range(30):  # a 10 fps camera for 3 s
+        now[0] = i / 10
+        steady = rate.tick()
+    assert abs(steady - 10.0) < 0.01
+    now[0] += 1.0  # a one-second stall, then the replay catches up with ten frames at once
+    after = [rate.tick() for _ in range(10)]
+    assert max(after) <= 10.0
+    for i in range(1, 40):  # back to 10 fps
+        now[0] += 0.1
+        latest = rate.tick()
+    assert abs(latest - 10.0) < 0.01
+
+
+def test_run_without_gpio_says_how_to_try_it_in_one_line(tmp_path):
+    probe = subprocess.run([sys.executable, "-c", "from gpiozero import Device; Device.ensure_pin_factory()"],
+                           capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip("this machine has GPIO: gpiozero found a pin driver")
+    config = tmp_path / "maskgate.yaml"
+    config.write_text(yaml.safe_dump({"camera": {"backend": "scenes"}, "events": {"state_dir": str(tmp_path)},
+                                      "web": {"enabled": False}}))
+    done = subprocess.run([sys.executable, "-m", "maskgate", "run", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr
+    assert "gpio.pin_factory: mock" in done.stderr and "lgpio" in done.stderr

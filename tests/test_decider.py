@@ -255,3 +255,12 @@ def test_counts_and_the_vectorised_grants_agree_with_judge():
 def test_every_reason_code_has_words_and_is_its_string():
     assert set(TEXT) == set(Reason) and all(TEXT[reason] for reason in Reason)
     assert {Reason.NO_MASK: "view"}.get("no_mask") == "view" and f"{Reason.TOO_SMALL}" == "too_small"
+
+
+def test_while_the_door_is_open_the_words_follow_someone_unmasked_in_view():
+    door = decider()
+    granted = feed(door, [frame(person(MASKED))] * 3)[-1]
+    meanwhile = feed(door, [frame(person(MASKED), person(BARE, size=150, x=400))] * 6, start=0.3)
+    assert all(d.unlocked for d in meanwhile), "the door stays open for the person let in"
+    assert (meanwhile[-1].reason, meanwhile[-1].track, meanwhile[-1].face) == (Reason.NOT_EVERYONE, 2, 1)
+    assert granted.track == 1 and feed(door, [frame(person(MASKED))] * 3, start=1.0)[-1].reason is Reason.GRANTED

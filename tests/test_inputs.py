@@ -108,7 +108,7 @@ def test_fire_alarm_releases_over_an_unmasked_person_and_relocks_when_cleared(ri
     rig.settle(0.02)
     assert rig.relay() and rig.door.display == "emergency"
     rig.controller.vision(DENY)
-    rig.controller.request(Lock(who="operator:ann", reason="lockdown"))
+    rig.controller.request(Lock(source="operator", who="operator:ann", reason="lockdown"))
     assert rig.relay(), "nothing outranks the fire alarm"
     rig.pin(FIRE).drive_low()
     rig.settle()
@@ -144,7 +144,7 @@ def test_request_to_exit_unlocks_for_rex_seconds_once_per_press(rig):
 
 
 def test_request_to_exit_under_a_manual_lock_is_logged_as_held(rig):
-    rig.controller.request(Lock(who="operator:ann", reason="lockdown"))
+    rig.controller.request(Lock(source="operator", who="operator:ann", reason="lockdown"))
     rig.pin(REX).drive_low()
     rig.settle()
     assert not rig.relay()
@@ -262,12 +262,12 @@ def test_held_open_past_the_limit_is_an_event_and_an_alarm_until_closed(rig):
 def test_held_open_waits_while_an_operator_keeps_the_door_unlocked(rig):
     from maskgate.access.controller import Auto, Unlock
 
-    rig.controller.request(Unlock(who="operator:ann", reason="delivery"))
+    rig.controller.request(Unlock(source="operator", who="operator:ann", reason="delivery"))
     rig.pin(CONTACT).drive_high()
     rig.settle(60.0)
     rig.settle(60.0)
     assert "door_held_open" not in rig.outcomes() and rig.relay()
-    rig.controller.request(Auto(who="operator:ann"))
+    rig.controller.request(Auto(source="operator", who="operator:ann"))
     rig.settle()
     assert rig.door.display == "held_open"
 

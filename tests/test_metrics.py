@@ -49,7 +49,7 @@ def test_metrics_follow_frames_decisions_door_and_health(tmp_path, core, scenes,
                       if k[0] == "maskgate_decisions_total"}
             assert logged == dict(decided), "one series per outcome and reason code, counting every decision"
             assert metrics[("maskgate_door_changes_total", (("door", "unlocked"), ("source", "vision")))] >= 1
-            assert metrics[("maskgate_camera_ok", ())] == 1 and metrics.get(("maskgate_events_ok", ()), 1) == 1
+            assert metrics[("maskgate_camera_ok", ())] == 1 and metrics[("maskgate_events_ok", ())] == 1
             shown = [dict(k[1])["maskgate_door_display"] for k, v in metrics.items()
                      if k[0] == "maskgate_door_display" and v == 1]
             assert shown == [app.controller.state.display] and "maskgate_door_unlocked" in {k[0] for k in metrics}

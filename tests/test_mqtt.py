@@ -301,7 +301,8 @@ def test_discovery_state_events_and_availability_from_a_replay(broker, core, sce
     kept = retained(server.port)
     entities = check_discovery({t: p for t, p in kept.items() if t.startswith("homeassistant/")})
     assert set(entities) == {"binary_sensor/door", "sensor/vision", "sensor/last_decision", "sensor/faces",
-                             "sensor/fps", "binary_sensor/camera"}, "no lock entity without remote_unlock"
+                             "sensor/fps", "binary_sensor/camera", "binary_sensor/event_log"}, \
+        "no lock entity without remote_unlock"
     assert entities["binary_sensor/door"]["device_class"] == "lock"
     assert kept[f"{PREFIX}/availability"] == b"offline"
     assert json.loads(kept[f"{PREFIX}/state"])["last_decision"] == "granted"
@@ -345,8 +346,8 @@ def test_remote_unlock_over_tls_with_auth_goes_through_the_controller_and_the_ev
 
         watcher.publish(command, "UNLOCK")
         run.wait_relay(1)
-        assert (run.app.controller.state.layer, run.app.controller.state.who) == ("manual_unlock", "mqtt")
-        watcher.wait(lambda m: any(t == f"{PREFIX}/door" and b'"manual_unlock"' in p for t, p, _ in m), what="door")
+        assert (run.app.controller.state.layer, run.app.controller.state.who) == ("remote", "mqtt")
+        watcher.wait(lambda m: any(t == f"{PREFIX}/door" and b'"remote"' in p for t, p, _ in m), what="door")
         watcher.publish(command, "LOCK")
         run.wait_relay(0)
         watcher.wait(lambda m: sum(t == f"{PREFIX}/event" and b'"override"' in p for t, p, _ in m) >= 2, what="events")
@@ -377,7 +378,7 @@ def test_broker_restart_reconnects_republishes_and_delivers_what_happened_meanwh
         server.stop()
         seen = len(watcher.messages)
         beat = run.app.heartbeat.last
-        run.app.controller.request(Unlock(who="operator:test", reason="during the outage", seconds=0.3))
+        run.app.controller.request(Unlock(source="operator", who="operator:test", reason="during the outage", seconds=0.3))
         time.sleep(1.5)
         assert run.app.heartbeat.last > beat, "the frame loop ran on with the broker away"
         server.start()

@@ -122,10 +122,14 @@ class App:
         self._closed = False
         self.config, self.clock = config, clock
         self.bus = EventBus()
-        self.core = core or build_core(config)
-        self.decider = Decider(config.decision, rule=decision_rule(config, self.core.classifier))
         self.pin_factory = pin_factory or config.gpio.make_pin_factory()
-        self.door = build_door(config.gpio, pin_factory=self.pin_factory)
+        self.door = build_door(config.gpio, pin_factory=self.pin_factory)  # first: no GPIO fails fast, in one line
+        try:
+            self.core = core or build_core(config)
+        except BaseException:
+            self.door.close()
+            raise
+        self.decider = Decider(config.decision, rule=decision_rule(config, self.core.classifier))
         self.controller = DoorController(self.door, bus=self.bus, clock=clock)
         self.events = EventLog(config.events.resolved_state_dir(), snapshot_denied=config.events.snapshot_denied,
                                snapshot_retention_days=config.events.snapshot_retention_days)
@@ -185,13 +189,15 @@ class App:
         self.stop_event.set()
         if self._loop_thread.is_alive():
             self._loop_thread.join(timeout=5.0)
+        # The door locks first, then the services stop: MQTT publishes the locked door and "offline"
+        # before it disconnects, so what the broker retains is true after every stop.
+        self.controller.close("daemon stopped")
+        self.bus.publish(Lifecycle("stopped", "door locked, daemon stopped", time.time()))
         for service in reversed(self.services):
             try:
                 service.stop()
             except Exception:
                 log.exception("stopping %s failed", service.name)
-        self.controller.close("daemon stopped")
-        self.bus.publish(Lifecycle("stopped", "door locked, daemon stopped", time.time()))
         self.bus.close(timeout=5.0)
         self.events.close()
         self.door.close()

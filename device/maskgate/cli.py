@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -87,9 +88,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .app import run_daemon
-    from .config import load_config
+    from .config import exposed_secrets, load_config
 
-    return run_daemon(load_config(args.config), console=args.verbose).exit_code
+    config = load_config(args.config)
+    for warning in exposed_secrets(config, args.config):
+        print(f"maskgate: warning: {warning}", file=sys.stderr)
+    return run_daemon(config, console=args.verbose).exit_code
 
 
 DEMO_PORT = 8080
@@ -145,9 +149,12 @@ def _port_is_free(host: str, port: int) -> bool:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .app import preflight
-    from .config import load_config
+    from .config import exposed_secrets, load_config
 
-    preflight(load_config(args.file))
+    config = load_config(args.file)
+    preflight(config)
+    for warning in exposed_secrets(config, args.file):
+        print(f"maskgate: warning: {warning}", file=sys.stderr)
     print(f"{args.file}: OK")
     return 0
 
@@ -194,12 +201,14 @@ def _port(text: str) -> int:
 
 
 def _duration(text: str) -> float:
-    """'90', '90s', '15m', '2h', '7d' → seconds."""
+    """'90', '90s', '15m', '2h', '7d' → seconds (finite, not negative)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
         value = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 15m, 2h, 7d)") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 15m, 2h, 7d)")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
     return value
@@ -212,6 +221,13 @@ def _positive_duration(text: str) -> float:
     return value
 
 
+def _override_duration(text: str) -> float:
+    value = _duration(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 s: {text!r}")
+    return value
+
+
 def cmd_door(args: argparse.Namespace) -> int:
     from .config import Config, load_config
     from .services.control import send
@@ -220,11 +236,18 @@ def cmd_door(args: argparse.Namespace) -> int:
     path = args.socket or config.control.resolved_socket_path() or DEFAULT_CONTROL_SOCKET
     if args.seconds is not None and args.action not in ("unlock", "lock"):
         raise MaskgateError(f"--for goes with unlock or lock, not {args.action}")
+    if args.seconds is not None and args.seconds > config.control.max_override_seconds:
+        raise MaskgateError(f"--for: at most {config.control.max_override_seconds:g} s "
+                            "(control.max_override_seconds in the daemon's config)")
     request = {"command": args.action, "seconds": args.seconds, "reason": args.reason}
     reply = send(path, request, group=config.control.group)
+    unlogged = reply.get("logged") is False
+    if unlogged:
+        print("warning: the door changed, but the event log has not recorded it (is the disk full? "
+              "see the daemon's log)", file=sys.stderr)
     if args.json:
         print(json.dumps(reply))
-        return 0
+        return 1 if unlogged else 0
     door = reply["door"]
     left = "" if door["seconds_left"] is None else f", {door['seconds_left']:.0f} s left"
     print(f"door {door['door']} ({door['display']}) by {door['who'] or door['layer']}: {door['reason']}{left}")
@@ -240,7 +263,7 @@ def cmd_door(args: argparse.Namespace) -> int:
     wanted = {"unlock": "manual_unlock", "lock": "manual_lock"}.get(args.action)
     if wanted and door["layer"] != wanted:
         print(f"note: {door['layer']} outranks this override; it applies once that ends", file=sys.stderr)
-    return 0
+    return 1 if unlogged else 0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -315,8 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
                                            "with your user name and --reason.")
     door.add_argument("action", choices=["unlock", "lock", "auto", "status"],
                       help="unlock/lock: override vision (a fire alarm still wins); auto: end the override")
-    door.add_argument("--for", dest="seconds", type=_positive_duration, metavar="DURATION",
-                      help="only this long (90s, 15m, 2h); default: until `maskgate door auto`")
+    door.add_argument("--for", dest="seconds", type=_override_duration, metavar="DURATION",
+                      help="only this long (90s, 15m, 2h; at most control.max_override_seconds, default 24h); "
+                           "default: until `maskgate door auto`")
     door.add_argument("--reason", metavar="TEXT", help="why (recorded in the event log)")
     door.add_argument("--config", type=Path, metavar="FILE", help="take the control socket from this config")
     door.add_argument("--socket", type=Path, metavar="PATH", help=f"control socket (default {DEFAULT_CONTROL_SOCKET})")

@@ -8,6 +8,7 @@ import re
 import socket
 from pathlib import Path
 from typing import Literal, Union
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -17,6 +18,30 @@ from .errors import ConfigError
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def read_secret(path: Path, key: str) -> str:
+    """The first line of a secret file (never quoted in an error)."""
+    try:
+        return next(iter(Path(path).read_text(encoding="utf-8").splitlines()), "")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ValueError(f"{key}: {path}: cannot read ({reason})") from None
+
+
+def secret_from(data: object, key: str, *, env: str | None = None) -> object:
+    """A section's raw ``key`` taken from ``$env`` (wins) or from the first line of ``<key>_file``, so the
+    YAML itself need not hold the secret (a before-validator's helper)."""
+    if not isinstance(data, dict):
+        return data
+    file_key = f"{key}_file"
+    if data.get(key) is not None and data.get(file_key) is not None:
+        raise ValueError(f"set {key} or {file_key}, not both")
+    if env and os.environ.get(env):
+        return {**data, key: os.environ[env]}
+    if data.get(file_key) is not None:
+        return {**data, key: read_secret(data[file_key], file_key)}
+    return data
 
 
 class CameraConfig(Section):
@@ -31,8 +56,14 @@ class CameraConfig(Section):
     url: str | None = Field(None, description="backend network: rtsp://… or http://… (MJPEG)")
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     username: str | None = Field(None, description="or $MASKGATE_CAMERA_USERNAME (wins)")
-    password: SecretStr | None = Field(None, description="or $MASKGATE_CAMERA_PASSWORD (wins)")
+    password: SecretStr | None = Field(None, description="or password_file, or $MASKGATE_CAMERA_PASSWORD (wins)")
+    password_file: Path | None = None
     stream_timeout_seconds: float = Field(5.0, gt=0, le=60, description="connecting, or waiting for a frame")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_from_file(cls, data: object) -> object:
+        return secret_from(data, "password")
 
     @model_validator(mode="after")
     def _replay_needs_a_path(self) -> "CameraConfig":
@@ -138,6 +169,8 @@ class ControlConfig(Section):
     socket_path: Path | None = Field(None, description="default: $RUNTIME_DIRECTORY/control.sock (systemd); "
                                      "with neither, no socket")
     group: str | None = Field("maskgate-operators", description="may use the socket; null: the daemon's user only")
+    max_override_seconds: float = Field(86400.0, ge=1, le=31 * 86400,
+                                        description="longest `maskgate door unlock|lock --for` (default 24 h)")
 
     def resolved_socket_path(self) -> Path | None:
         runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
@@ -180,9 +213,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+REMOTE_TOKEN_ENV, API_TOKEN_ENV = "MASKGATE_REMOTE_TOKEN", "MASKGATE_API_TOKEN"
+
+
 class RemoteConfig(Section):
     enabled: bool = False
-    token: SecretStr | None = Field(None, description="bearer token for /remote and the API from other hosts")
+    token: SecretStr | None = Field(None, description="bearer token for /remote and the API from other hosts; "
+                                    f"or token_file, or ${REMOTE_TOKEN_ENV} (wins)")
+    token_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file_or_environment(cls, data: object) -> object:
+        return secret_from(data, "token", env=REMOTE_TOKEN_ENV)
 
 
 class DoorLink(Section):
@@ -190,19 +233,32 @@ class DoorLink(Section):
 
     name: str = Field(min_length=1)
     url: str = Field(pattern=r"^https?://[^/\s]+/?$", description="e.g. http://door2.local:8080")
-    token: SecretStr | None = None
+    token: SecretStr | None = Field(None, description="or token_file")
+    token_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file(cls, data: object) -> object:
+        return secret_from(data, "token")
 
 
 class ApiConfig(Section):
     """The classify API (``POST /api/v1/classify``, docs/integrators.md)."""
 
     enabled: bool = False
-    token: SecretStr | None = Field(None, description="bearer token every caller sends, from loopback too")
+    token: SecretStr | None = Field(None, description="bearer token every caller sends, from loopback too; "
+                                    f"or token_file, or ${API_TOKEN_ENV} (wins)")
+    token_file: Path | None = None
     max_body_bytes: int = Field(10_000_000, ge=1024, le=100_000_000)
     max_pixels: int = Field(4096 * 4096, ge=64 * 64, le=100_000_000, description="width × height")
     rate_per_minute: int = Field(60, ge=1, le=100_000, description="requests per client address")
     workers: int = Field(1, ge=1, le=8, description="inference threads, each with its own models")
     queue: int = Field(4, ge=1, le=100, description="requests waiting for a worker; beyond: 503")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file_or_environment(cls, data: object) -> object:
+        return secret_from(data, "token", env=API_TOKEN_ENV)
 
 
 class WebConfig(Section):
@@ -287,10 +343,9 @@ class MqttConfig(Section):
             return os.environ[MQTT_PASSWORD_ENV]
         if self.password_file is not None:
             try:
-                return next(iter(self.password_file.read_text(encoding="utf-8").splitlines()), "")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = getattr(exc, "strerror", None) or type(exc).__name__
-                raise ConfigError(f"mqtt.password_file: {self.password_file}: cannot read ({reason})") from None
+                return read_secret(self.password_file, "mqtt.password_file")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         return self.password.get_secret_value() if self.password is not None else None
 
     def check_files(self) -> None:
@@ -341,13 +396,38 @@ def pins_in_use(config: Config) -> dict[str, str]:
     return {key: re.sub(r"^(GPIO|BCM)", "", str(pin.pin).upper()) for key, pin in pins.items()}
 
 
+class DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (plain YAML keeps the last one, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the constructor names it
+                continue
+            if first is not None:
+                where = f"twice at line {line}" if first == line else f"at lines {first} and {line}"
+                raise DuplicateKey(f"duplicate key {key!r} {where}")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config; any problem is a ConfigError naming the file and key path."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeys)  # noqa: S506 (a SafeLoader)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""
@@ -365,3 +445,31 @@ def load_config(path: str | Path) -> Config:
         message = message.removeprefix("Value error, ")
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{path}: {key}: {message}{more}") from None
+
+
+def exposed_secrets(config: Config, path: Path) -> list[str]:
+    """Warnings for files that hold this config's secrets and that every user on the machine may read."""
+    web, mqtt = config.web, config.mqtt
+    held = [  # (key, the secret or None, the file that holds it: its own *_file, else the config itself)
+        ("web.remote.token", web.remote.token, web.remote.token_file, REMOTE_TOKEN_ENV),
+        ("web.api.token", web.api.token, web.api.token_file, API_TOKEN_ENV),
+        *((f"web.doors.{i}.token", d.token, d.token_file, None) for i, d in enumerate(web.doors)),
+        ("mqtt.password", mqtt.password or mqtt.password_file, mqtt.password_file, MQTT_PASSWORD_ENV),
+        ("mqtt.tls.keyfile", mqtt.tls and mqtt.tls.keyfile, mqtt.tls and mqtt.tls.keyfile, None),
+        ("camera.password", config.camera.password, config.camera.password_file, "MASKGATE_CAMERA_PASSWORD"),
+        ("camera.url", urlsplit(config.camera.url or "").password, None, None),  # rtsp://user:password@…
+    ]
+    files: dict[Path, list[str]] = {}
+    for key, secret, file, env in held:
+        if secret and not (env and os.environ.get(env)):
+            files.setdefault(Path(file or path), []).append(key)
+    warnings = []
+    for file, keys in files.items():
+        try:
+            readable = file.stat().st_mode & 0o004
+        except OSError:
+            continue
+        if readable:
+            warnings.append(f"{file} holds {', '.join(keys)} and every user on this machine may read it "
+                            "(chmod 640; chown root:maskgate)")
+    return warnings

@@ -56,6 +56,15 @@ class InputChanged:
 
 
 @dataclass(frozen=True)
+class EventLogChanged:
+    """The event log stopped accepting writes (disk full, I/O error), or accepts them again."""
+
+    ok: bool
+    detail: str
+    time: float
+
+
+@dataclass(frozen=True)
 class Lifecycle:
     """The daemon started, stopped or failed."""
 

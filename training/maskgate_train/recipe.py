@@ -28,6 +28,7 @@ MODEL_FILE = "model.keras"
 NOSE_MODEL_FILE = "nose.keras"
 NOSE_INPUT_SIZE = 96
 NOSE_BACKBONE_UNTIL = "block_13_expand_relu"  # stride 16: 6×6 at 96 px; the bundle stays under 1 MB
+NOSE_ALPHA = 0.35  # the nose check keeps the narrow backbone whatever the face model's
 REPRESENTATIVE_CROPS = 300
 
 
@@ -61,14 +62,16 @@ def run_train(work_dir: Path, out_dir: Path, *, hp: Hyperparameters, weights: Pa
 def run_train_nose(work_dir: Path, *, hp: Hyperparameters, weights: Path | None, templates: Path | None,
                    exclude_sources: tuple[str, ...] = (), progress: bool = True) -> dict:
     """The nose check (``nose.keras``): is the nose covered? Trained on the nose patches of the same
-    real training crops, plus synthetic masks worn correctly and wrongly on the real bare faces."""
+    real training crops, plus synthetic masks worn correctly and wrongly on the real bare faces.
+    Always MobileNetV2 0.35 (``weights``: its ImageNet file), cut at ``NOSE_BACKBONE_UNTIL``."""
     start = time.perf_counter()
     splits = load_prepared(work_dir, exclude_sources=exclude_sources)
     real = subsample(splits["train"], per_class=hp.max_real_per_class, seed=hp.seed)
     train_split, counts = nose_patches(real, seed=hp.seed, templates=templates, size=NOSE_INPUT_SIZE)
     val_split, _ = nose_patches(splits["val"], seed=hp.seed, templates=None, size=NOSE_INPUT_SIZE)
-    model, history = train(train_split, val_split, input_size=NOSE_INPUT_SIZE,
-                           hp=replace(hp, backbone_until=NOSE_BACKBONE_UNTIL), weights=weights,
+    nose_hp = replace(hp, alpha=NOSE_ALPHA, backbone_until=NOSE_BACKBONE_UNTIL,
+                      fine_tune_from=Hyperparameters.fine_tune_from)
+    model, history = train(train_split, val_split, input_size=NOSE_INPUT_SIZE, hp=nose_hp, weights=weights,
                            out_dir=work_dir / "nose", progress=progress, classes=len(NOSE_LABELS))
     model.save(work_dir / NOSE_MODEL_FILE)
     summary = {"seconds": round(time.perf_counter() - start, 1), "epochs": len(history["loss"]),

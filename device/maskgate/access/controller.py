@@ -1,10 +1,12 @@
 """The door controller: the only code that switches the lock, by explicit priority.
 
-    fire alarm  >  manual lock  >  request-to-exit / manual unlock  >  vision
+    fire alarm  >  local operator (lock, unlock)  >  remote (MQTT)  >  request-to-exit  >  vision
 
 Every party states a claim on its own layer ("unlocked for 5 s", "locked until withdrawn"); the
 winner is the highest-priority claim that has not expired (``resolve``, a pure function of the
-claims and the time). The controller shows the winner on the Door and publishes ``DoorChanged``
+claims and the time). Every request names its source, and ``RIGHTS`` says which layers each source
+may set and withdraw: a source never touches a layer above its own, so a remote command cannot end
+an operator's lock. The controller shows the winner on the Door and publishes ``DoorChanged``
 whenever the lock or whoever holds it changes. Requests come from any thread (gpiozero callbacks,
 the control socket, MQTT, the web server) and never wait for the frame loop.
 
@@ -25,8 +27,28 @@ from .decider import Decision
 
 log = logging.getLogger(__name__)
 
-Layer = Literal["fire_alarm", "manual_lock", "request_to_exit", "manual_unlock", "vision"]
-PRIORITY: tuple[Layer, ...] = ("fire_alarm", "manual_lock", "request_to_exit", "manual_unlock", "vision")
+Layer = Literal["fire_alarm", "manual_lock", "manual_unlock", "remote", "request_to_exit", "vision"]
+PRIORITY: tuple[Layer, ...] = ("fire_alarm", "manual_lock", "manual_unlock", "remote", "request_to_exit", "vision")
+Source = Literal["operator", "mqtt", "request_to_exit"]  # who sends Unlock/Lock/Auto (the fire alarm: Release)
+
+
+@dataclass(frozen=True)
+class Rights:
+    """What one source may do: the layer its unlock and its lock claim, the layers its ``Auto`` withdraws."""
+
+    unlock: Layer
+    lock: Layer | None = None
+    clears: tuple[Layer, ...] = ()
+
+
+# Who may override whom (docs/wiring.md and docs/mqtt.md show this table). The fire alarm alone sets and
+# ends its layer (``Release``), vision alone its own (``vision``); the door closing ends vision's grant
+# and request-to-exit (``relock``). An operator's lock or unlock replaces the operator's other claim.
+RIGHTS: dict[Source, Rights] = {
+    "operator": Rights(unlock="manual_unlock", lock="manual_lock", clears=("manual_lock", "manual_unlock", "remote")),
+    "mqtt": Rights(unlock="remote", clears=("remote",)),
+    "request_to_exit": Rights(unlock="request_to_exit"),
+}
 
 # What the door shows (hardware.door.OUTPUTS maps each to relay, LEDs and buzzer).
 Display = Literal["idle", "checking", "granted", "denied", "cooldown", "camera_lost", "emergency",
@@ -89,29 +111,31 @@ class Release:
     who: str = "fire_alarm"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Unlock:
-    """Unlock for ``seconds`` (None: until ``Auto``); request-to-exit or an operator/remote unlock."""
+    """Unlock for ``seconds`` (None: until ``Auto``), on the layer of ``source``."""
 
+    source: Source
     who: str
     reason: str
     seconds: float | None = None
-    layer: Literal["request_to_exit", "manual_unlock"] = "manual_unlock"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Lock:
-    """Keep the door locked for ``seconds`` (None: until ``Auto``), whatever vision says."""
+    """Keep the door locked for ``seconds`` (None: until ``Auto``), whatever the layers below say."""
 
+    source: Source
     who: str
     reason: str
     seconds: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Auto:
-    """End the operator's override: vision (and the inputs) decide again."""
+    """Withdraw the overrides ``source`` may clear: the layers below decide again."""
 
+    source: Source
     who: str
     reason: str = "back to automatic"
 
@@ -172,19 +196,23 @@ class DoorController:
         if isinstance(request, Release):
             claim = Claim(True, "emergency", request.reason, request.who) if request.active else None
             return self._set("fire_alarm", claim, now)
+        rights = RIGHTS[request.source]
         if isinstance(request, Auto):
             with self._lock:
-                self._claims.pop("manual_lock", None)
-                self._claims.pop("manual_unlock", None)
+                if self._closed:
+                    return self._state
+                for layer in rights.clears:
+                    self._claims.pop(layer, None)
                 return self._apply(now, who=request.who, reason=request.reason)
+        layer = rights.lock if isinstance(request, Lock) else rights.unlock
+        if layer is None:
+            raise ValueError(f"{request.source} may not lock the door")
         until = None if request.seconds is None else now + request.seconds
+        display: Display = "override_locked" if isinstance(request, Lock) else "override_unlocked"
         with self._lock:
-            if isinstance(request, Lock):
-                self._claims.pop("manual_unlock", None)
-                return self._set("manual_lock", Claim(False, "override_locked", request.reason, request.who, until), now)
-            if request.layer == "manual_unlock":
-                self._claims.pop("manual_lock", None)
-            return self._set(request.layer, Claim(True, "override_unlocked", request.reason, request.who, until), now)
+            for other in {rights.unlock, rights.lock} - {layer, None}:
+                self._claims.pop(other, None)  # an operator's unlock replaces their lock, and back
+            return self._set(layer, Claim(isinstance(request, Unlock), display, request.reason, request.who, until), now)
 
     def alarm(self, alarm: DoorAlarm | None) -> DoorState:
         """Show a door-position alarm whenever the door is locked (None: it closed); the relay is untouched."""

@@ -13,7 +13,7 @@ denial is shown while the person it was for is in view, and ends when someone el
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from ..config import DecisionConfig
@@ -51,6 +51,7 @@ class _Judged:
     reason: Reason
     track: Track | None
     people: int
+    refused_now: tuple[Reason, Track] | None = None  # someone in view whose frames right now clearly say no
 
 
 class Decider:
@@ -70,8 +71,8 @@ class Decider:
         judged = self._judge(result, now)
         if self.state == "granted":
             if now < self._until:  # open for the person let in; the words follow anyone refused meanwhile
-                if judged.answer == "deny":
-                    return self._decision(judged, judged.reason, now, track=judged.track)
+                if judged.refused_now is not None:
+                    return self._decision(judged, judged.refused_now[0], now, track=judged.refused_now[1])
                 return self._decision(judged, self._reason, now, track=self._decided())
             self._enter("cooldown", now + self.config.cooldown_seconds)
         if self.state == "cooldown":
@@ -115,6 +116,10 @@ class Decider:
                 counted.append(track)
         if not counted:
             return _Judged("checking", Reason.TOO_SMALL if result.faces else Reason.NO_FACE, None, 0)
+        return replace(self._by_policy(counted), refused_now=self._refused_now(counted))
+
+    def _by_policy(self, counted: list[Track]) -> _Judged:
+        """The people's answers under the policy: whose answer is the door's."""
         answers = {t.id: self.rule.decide(self.evidence[t.id]) for t in counted}
         for track in counted:  # nobody is let in or refused while out of sight
             if track.face is None:
@@ -130,6 +135,15 @@ class Decider:
         if waiting:
             return _Judged("checking", answers[waiting[0].id][1], waiting[0], len(counted))
         return _Judged("grant", Reason.GRANTED, largest, len(counted))
+
+    def _refused_now(self, counted: list[Track]) -> tuple[Reason, Track] | None:
+        """A person in view whose latest frames clearly refuse them (for the words while the door is open)."""
+        for track in counted:
+            evidence = self.evidence[track.id]
+            if track.face is not None and evidence.recent_mean <= -self.rule.deny_margin:
+                reason = evidence.leaning((Reason.NO_MASK, Reason.INCORRECT)) or Reason.NO_MASK
+                return (Reason.NOT_EVERYONE if reason is Reason.NO_MASK and len(counted) > 1 else reason), track
+        return None
 
     def _decided(self) -> Track | None:
         """The person the grant or denial is for, while in view."""

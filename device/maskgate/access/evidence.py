@@ -22,6 +22,7 @@ UNSURE_WEIGHT = 0.3  # a frame whose mask is not clearly seen is weak evidence
 FRONTAL_YAW = 0.3
 TURNED_YAW = 0.7
 TURNED_WEIGHT = 0.2  # what a frame of a face turned that far still counts
+RECENT_HALF_LIFE_S = 0.3  # what the face shows right now: for the words on the screen, never for the door
 
 
 def log_odds(p: float) -> float:
@@ -61,6 +62,7 @@ class Evidence:
     weight: float = 0.0
     weighted_margin: float = 0.0
     by_reason: dict[Reason, float] = field(default_factory=dict)
+    recent: tuple[float, float] = (0.0, 0.0)  # weight and weighted margin, fading within RECENT_HALF_LIFE_S
     at: float | None = None  # when the last frame was added
 
     def add(self, frame: FrameEvidence, now: float) -> None:
@@ -69,7 +71,10 @@ class Evidence:
             self.weight *= fade
             self.weighted_margin *= fade
             self.by_reason = {r: w * fade for r, w in self.by_reason.items()}
+            quick = 0.5 ** ((now - self.at) / RECENT_HALF_LIFE_S)
+            self.recent = (self.recent[0] * quick, self.recent[1] * quick)
         self.at = now
+        self.recent = (self.recent[0] + frame.weight, self.recent[1] + frame.weight * frame.margin)
         self.seen += frame.weight
         self.weight += frame.weight
         self.weighted_margin += frame.weight * frame.margin
@@ -78,6 +83,10 @@ class Evidence:
     @property
     def mean(self) -> float:
         return self.weighted_margin / self.weight if self.weight else 0.0
+
+    @property
+    def recent_mean(self) -> float:
+        return self.recent[1] / self.recent[0] if self.recent[0] else 0.0
 
     def leaning(self, among: Sequence[Reason] = tuple(Reason)) -> Reason | None:
         """The answer most of the weight gave, among ``among``."""

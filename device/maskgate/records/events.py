@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -61,7 +62,8 @@ class Event:
 
 
 class EventLog:
-    """Append-only decision log; every ``record`` is committed before it returns."""
+    """Append-only decision log; ``record`` and ``record_many`` commit before they return (or raise
+    ``sqlite3.Error``/``OSError``: the disk is full or failing)."""
 
     def __init__(self, state_dir: Path, *, snapshot_denied: bool = False, snapshot_retention_days: float = 7.0):
         self.path = Path(state_dir) / LOG_FILE
@@ -83,18 +85,35 @@ class EventLog:
             raise MaskgateError(f"{self.path}: cannot open event log ({exc})") from None
 
     def record(self, event: Event, *, frame: np.ndarray | None = None) -> Event:
-        snapshot = None
-        if self.snapshot_denied and event.outcome == "denied" and frame is not None:
-            snapshot = self._save_snapshot(frame, event.time)
+        return self.record_many([(event, frame)])[0]
+
+    def record_many(self, events: list[tuple[Event, np.ndarray | None]]) -> list[Event]:
+        """Commit all of them in one transaction (one disk sync), or none."""
+        rows = []
+        for event, frame in events:
+            snapshot = event.snapshot
+            if snapshot is None and self.snapshot_denied and event.outcome == "denied" and frame is not None:
+                snapshot = self._save_snapshot(frame, event.time)
+            rows.append(Event(**{**event.__dict__, "snapshot": snapshot}))
+        written = []
         with self._lock:
-            cursor = self._db.execute(
-                "INSERT INTO events (time, outcome, reason, face_count, faces, latency_ms, snapshot, source, until, code,"
-                " face, track) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (event.time, event.outcome, event.reason, event.face_count, json.dumps(list(event.faces)),
-                 event.latency_ms, snapshot, event.source, event.until, str(event.code), event.face,
-                 event.track),
-            )
-        return Event(**{**event.__dict__, "snapshot": snapshot, "id": cursor.lastrowid})
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for event in rows:
+                    cursor = self._db.execute(
+                        "INSERT INTO events (time, outcome, reason, face_count, faces, latency_ms, snapshot, source,"
+                        " until, code, face, track) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (event.time, event.outcome, event.reason, event.face_count, json.dumps(list(event.faces)),
+                         event.latency_ms, event.snapshot, event.source, event.until, str(event.code), event.face,
+                         event.track))
+                    written.append(Event(**{**event.__dict__, "id": cursor.lastrowid}))
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise
+        return written
 
     def list(self, *, since: float | None = None, limit: int | None = None) -> list[Event]:
         query = ("SELECT id, time, outcome, reason, face_count, faces, latency_ms, snapshot, source, until, code, face,"

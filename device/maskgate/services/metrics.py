@@ -86,9 +86,8 @@ class _Now:
         yield display
         yield GaugeMetricFamily("maskgate_camera_ok", "1 while frames arrive from the camera",
                                 value=int(bool(metrics.camera_ok)))
-        events_ok = getattr(app.recorder, "ok", None)  # HOOK: the event log's health state, once it has one
-        if events_ok is not None:
-            yield GaugeMetricFamily("maskgate_events_ok", "1 while the event log accepts writes", value=int(events_ok))
+        yield GaugeMetricFamily("maskgate_events_ok", "1 while the event log accepts writes",
+                                value=int(app.recorder.ok))
         mqtt = next((s for s in app.services if s.name == "mqtt"), None)
         if mqtt is not None:
             yield GaugeMetricFamily("maskgate_mqtt_connected", "1 while connected to the MQTT broker",

@@ -32,7 +32,7 @@ from ..access.reasons import Reason
 from ..bus import EventBus
 from ..config import MqttConfig
 from ..errors import ConfigError
-from ..messages import CameraChanged, DoorChanged, FrameProcessed, InputChanged, without_image
+from ..messages import CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, InputChanged, without_image
 from ..records.recorder import as_event
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class MqttService:
         self._vision = {"state": "idle", "reason": "no_face", "reason_text": Reason.NO_FACE.text, "face": None,
                         "track": None, "faces": 0, "fps": 0.0, "camera_ok": None, "last_decision": None,
                         "last_reason": None, "last_reason_text": None, "last_face": None, "last_track": None,
-                        "last_decision_at": None}
+                        "last_decision_at": None, "events_ok": True}
         self._frame_key: tuple | None = None
         self._frame_at = float("-inf")
 
@@ -115,6 +115,7 @@ class MqttService:
             bus.subscribe(FrameProcessed, self._on_frame, name="mqtt-state", when=self._frame_matters, latest=True),
             bus.subscribe((FrameProcessed, DoorChanged, CameraChanged, InputChanged), self._on_event,
                           name="mqtt-events", when=_is_event, maxlen=EVENT_QUEUE_LIMIT, keep=without_image),
+            bus.subscribe(EventLogChanged, self._on_log, name="mqtt-health"),
         ]
 
     # --- Service ---------------------------------------------------------------------------------
@@ -198,10 +199,12 @@ class MqttService:
         payload = message.payload.decode("utf-8", "replace").strip() if len(message.payload) <= 64 else "(too long)"
         if payload == "UNLOCK":
             seconds = self.config.remote_unlock_seconds
-            self.controller.request(Unlock(who=PUBLISHER, reason=f"remote unlock ({message.topic})", seconds=seconds,
-                                           layer="manual_unlock"))
+            state = self.controller.request(Unlock(source="mqtt", who=PUBLISHER, seconds=seconds,
+                                                   reason=f"remote unlock ({message.topic})"))
+            if not state.unlocked:
+                log.warning("mqtt: UNLOCK outranked: the door stays locked by %s (%s)", state.who, state.reason)
         elif payload == "LOCK":
-            self.controller.request(Auto(who=PUBLISHER, reason=f"remote lock ({message.topic})"))
+            self.controller.request(Auto(source="mqtt", who=PUBLISHER, reason=f"remote lock ({message.topic})"))
         else:
             log.warning("mqtt: ignored command %r on %s: expected LOCK or UNLOCK", payload, message.topic)
 
@@ -239,6 +242,11 @@ class MqttService:
             self._vision.update(state=decision.state, reason=decision.reason.value, reason_text=decision.reason.text,
                                 face=decision.face, track=decision.track, faces=len(message.result.faces),
                                 fps=round(message.fps, 1))
+        self._publish_state()
+
+    def _on_log(self, message: EventLogChanged) -> None:
+        with self._lock:
+            self._vision["events_ok"] = message.ok
         self._publish_state()
 
     def _on_event(self, message) -> None:
@@ -310,6 +318,9 @@ class MqttService:
             ("binary_sensor", "camera"): {"name": "Camera", "device_class": "connectivity",
                                           "entity_category": "diagnostic", "state_topic": self.state_topic,
                                           "value_template": "{{ 'ON' if value_json.camera_ok else 'OFF' }}"},
+            ("binary_sensor", "event_log"): {"name": "Event log", "device_class": "problem",
+                                             "entity_category": "diagnostic", "state_topic": self.state_topic,
+                                             "value_template": "{{ 'OFF' if value_json.events_ok else 'ON' }}"},
         }
         prefix = self.config.discovery_prefix
         return {f"{prefix}/{component}/{self.node_id}/{object_id}/config":

@@ -20,11 +20,12 @@ import cv2
 import numpy as np
 
 from ...access.reasons import Reason
-from ...messages import CameraChanged, DoorChanged, FrameProcessed, Lifecycle
+from ...messages import CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, Lifecycle
 from ...vision.core import FaceResult, face_json
 
 log = logging.getLogger(__name__)
 
+CLOSING_SECONDS = 2.0  # a vision grant's last seconds: the kiosk says the door is closing
 STATUS_EVERY = 0.25  # seconds: status pushes when nothing that is shown changed (faces, fps, countdown)
 SEND_TIMEOUT = 2.0  # seconds a viewer may take to take one message before it is dropped
 
@@ -34,6 +35,7 @@ VIEWS: dict[str, tuple[str, str, str, str, str]] = {
     "idle": ("idle", "mask", "MASK", "Masks required", "Step up to the camera, one person at a time"),
     "checking": ("wait", "scan", "WAIT", "Checking…", "Hold still and look at the camera"),
     "granted": ("go", "check", "OPEN", "Welcome — door open", "Please come in"),
+    "closing": ("go", "door", "OPEN", "Welcome — door open", "The door is closing"),
     "denied": ("stop", "mask", "STOP", "Please wear a mask", "The door stays locked"),
     "nose": ("warn", "nose", "STOP", "Please cover your nose", "The mask must cover nose and mouth"),
     "face_camera": ("warn", "scan", "WAIT", "Please face the camera", "The mask was not clearly seen"),
@@ -71,7 +73,7 @@ def screen(state: str, reason: str, people: int) -> dict:
 def offline_status(detail: str) -> dict:
     view = {**screen("offline", "", 0), "detail": detail}
     return {"type": "status", "state": "offline", "reason": detail, "door": "unknown", "faces": [], "fps": 0.0,
-            "camera_ok": False, "time": time.time(), "view": view}
+            "camera_ok": False, "events_ok": None, "time": time.time(), "view": view}
 
 
 LABEL_BGR = {"with_mask": (60, 170, 40), "without_mask": (40, 40, 220), "incorrect_mask": (0, 140, 255)}
@@ -193,6 +195,7 @@ class LiveFeed:
         self.preview_every = 1.0 / preview_fps
         self._lock = threading.RLock()
         self._camera_ok: bool | None = None
+        self._events_ok = True
         self._stopped = False
         self._faces: list[dict] = []
         self._near = 0
@@ -204,7 +207,7 @@ class LiveFeed:
         self._encoded = 0.0
         bus = app.bus
         self.subscriptions = [
-            bus.subscribe((DoorChanged, CameraChanged, Lifecycle), self._on_event, name="web:events"),
+            bus.subscribe((DoorChanged, CameraChanged, Lifecycle, EventLogChanged), self._on_event, name="web:events"),
             bus.subscribe(FrameProcessed, self._on_frame, name="web:status", latest=True),
             bus.subscribe(FrameProcessed, self._on_preview, name="web:preview", latest=True,
                           when=lambda m: channel.wants_preview()),
@@ -222,14 +225,22 @@ class LiveFeed:
             return {"type": "status", "state": state, "reason": door["reason"], "door": door["door"],
                     "layer": door["layer"], "who": door["who"], "seconds_left": door["seconds_left"],
                     "faces": self._faces, "track": self._person[0], "decided_by": self._person[1],
-                    "fps": round(self._fps, 1), "camera_ok": bool(self._camera_ok),
-                    "time": time.time(), "view": screen(state, door["reason"], self._near),
-                    "collecting": self.collecting}
+                    "fps": round(self._fps, 1), "camera_ok": bool(self._camera_ok), "events_ok": self._events_ok,
+                    "time": time.time(), "view": self._view(state, door), "collecting": self.collecting}
+
+    def _view(self, state: str, door: dict) -> dict:
+        """The kiosk's words (``screen``); in the last seconds of a vision grant: the door is closing."""
+        view = screen(state, door["reason"], self._near)
+        if view["key"] == "granted" and door["seconds_left"] is not None and door["seconds_left"] <= CLOSING_SECONDS:
+            return screen("closing", door["reason"], self._near)
+        return view
 
     def _on_event(self, message) -> None:
         with self._lock:
             if isinstance(message, CameraChanged):
                 self._camera_ok = message.ok
+            elif isinstance(message, EventLogChanged):
+                self._events_ok = message.ok
             elif isinstance(message, Lifecycle):
                 self._stopped = message.kind == "stopped"
         self._push()
@@ -252,8 +263,8 @@ class LiveFeed:
     def _push(self) -> None:
         with self._lock:  # both handler threads push: keep their order
             status = self.snapshot()
-            shown = (status["state"], status["reason"], status["door"], status["camera_ok"], status["view"]["key"],
-                     status["track"], tuple(f["label"] for f in status["faces"]))
+            shown = (status["state"], status["reason"], status["door"], status["camera_ok"], status["events_ok"],
+                     status["view"]["key"], status["track"], tuple(f["label"] for f in status["faces"]))
             now = time.monotonic()
             if shown != self._shown or now - self._pushed >= STATUS_EVERY:
                 self._shown, self._pushed = shown, now
