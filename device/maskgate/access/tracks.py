@@ -3,6 +3,10 @@
 A detection joins the track whose predicted box (its last box moved on by its recent motion, which
 also covers a face growing as a person walks up) it overlaps most; one that overlaps none starts a
 new track. A track not seen for ``lost_seconds`` has left and ends. Pure: boxes and the time in.
+
+Why not a tracker library (norfair, motpy, ByteTrack through supervision): they bring scipy/filterpy
+(supervision far more) onto the Pi, age tracks in frames rather than on the clock the decider is fed,
+and solve crowds; a door sees one to three faces that move little between frames.
 """
 
 from __future__ import annotations
