@@ -10,7 +10,7 @@ import pytest
 
 from maskgate.cli import main
 from maskgate.records.faces import FaceStore
-from maskgate.vision.adapt import REFERENCE_FILE, AdaptRefused, adapt, current_head
+from maskgate.vision.adapt import REFERENCE_FILE, AdaptRefused, adapt, current_head, model_sha256
 from maskgate.vision.bundles import Models
 from maskgate.vision.classifier import HEAD_FILE, Embedder, MaskClassifier, default_bundle_dir, softmax
 
@@ -39,7 +39,7 @@ def bundle(tiny_bundles, tmp_path):
         (out / name).write_bytes((tiny_bundles["int8"] / name).read_bytes())
     crops = np.concatenate([colour_crops(c, 60, rng) for c in ((230, 60, 40), (40, 60, 230), (40, 230, 60))])
     np.savez(out / REFERENCE_FILE, embeddings=embed(out, crops).astype(np.float16),
-             labels=np.repeat([MASKED, BARE, WRONG], 60).astype(np.int8))
+             labels=np.repeat([MASKED, BARE, WRONG], 60).astype(np.int8), model_sha256=model_sha256(out))
     return out
 
 
@@ -56,17 +56,13 @@ def test_the_embedding_and_last_layer_reproduce_the_models_answers(tiny_bundles,
 
 
 def test_the_shipped_int8_classifier_exposes_its_embedding():
-    from maskgate.vision.classifier import _dequantise
-
     classifier = MaskClassifier()
     crops = colour_crops((120, 110, 140), 4, np.random.default_rng(3), size=classifier.input_size, spread=40)
     embedder = Embedder(default_bundle_dir() / "classifier.tflite", classifier.input_size)
     assert embedder.weights.shape == (3, embedder.size) and embedder.size >= 64
-    output = embedder._interpreter.get_output_details()[0]
-    for crop in crops:  # the same interpreter's own answer (XNNPACK, which the door uses, rounds differently)
-        embedding = embedder.embed(classifier._batch(crop[None]))
-        expected = _dequantise(embedder._interpreter.get_tensor(output["index"])[0], output)
-        assert np.abs(softmax(embedding @ embedder.weights.T + embedder.bias)[0] - expected).max() < 0.02
+    expected = np.array([[p.probs[k] for k in classifier.metadata.labels] for p in classifier.classify(list(crops))])
+    got = softmax(embedder.embed(classifier._batch(crops)) @ embedder.weights.T + embedder.bias)
+    assert np.abs(got - expected).max() < 0.02  # the output's own int8 rounding
 
 
 def site(bundle, rng, n=30, masked_colour=TEAL):
@@ -144,6 +140,13 @@ def test_model_adapt_refusal_stages_nothing(bundle, tmp_path, capsys):
     assert main(["model", "adapt", "--site-weight", "5", *config_for(tmp_path, bundle)]) == 2
     assert "not installed" in capsys.readouterr().err
     assert Models(tmp_path / "state").status()["staged"] is None
+
+
+def test_reference_embeddings_of_another_model_are_refused(bundle, tiny_bundles, tmp_path, capsys):
+    (bundle / "classifier.tflite").write_bytes((tiny_bundles["uint8"] / "classifier.tflite").read_bytes())
+    collect_crops(tmp_path / "state", colour_crops(TEAL, 12, np.random.default_rng(12)), "masked")
+    assert main(["model", "adapt", *config_for(tmp_path, bundle)]) == 2
+    assert "made for another classifier.tflite" in capsys.readouterr().err
 
 
 def test_a_bundle_without_reference_embeddings_cannot_be_adapted(tiny_bundles, tmp_path, capsys):

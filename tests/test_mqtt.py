@@ -362,7 +362,8 @@ def test_remote_unlock_over_tls_with_auth_goes_through_the_controller_and_the_ev
     published = [e for e in watcher.json(f"{PREFIX}/event") if e["outcome"] == "override"]
     assert [(e["source"], e["reason"]) for e in published] == [(e.source, e.reason) for e in rows]
     ignored = [r.getMessage() for r in caplog.records if "mqtt: ignored" in r.getMessage()]
-    assert len(ignored) == 2 + len(bad), ignored  # the stored command, clearing it (empty), the bad ones
+    # the stored command is logged; clearing it and the bad ones follow within 10 s: held back, not a flood
+    assert len(ignored) == 1 and "retained command" in ignored[0], ignored
     assert "retained command" in ignored[0]
     entities = check_discovery({t: p for t, p in kept.items() if t.startswith("homeassistant/")})
     assert "lock/door" in entities and "binary_sensor/door" not in entities

@@ -123,7 +123,7 @@ def test_prepare_train_evaluate_holdout_export_and_load_on_the_device(prepared, 
     # One epoch from scratch is nearly uniform, so compare probabilities rather than argmax labels.
     assert metadata["metrics"]["parity"]["max_abs_prob_difference"] < 0.05
     assert metadata["metrics"]["leave_one_source_out"]["scenes"]["crops"] == n_scenes
-    for name in ("classifier.tflite", "metadata.json", "report.md", "report.json", "confusion.png"):
+    for name in ("classifier.tflite", "metadata.json", "report.md", "report.json", "confusion.png", "reference.npz"):
         assert (bundle / name).is_file(), name
     report = (bundle / "report.md").read_text()
     assert "| scenes | trained without it |" in report and "| unlicensed | shipped recipe |" in report

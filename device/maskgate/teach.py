@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .errors import MaskgateError
 
+DEFAULT_CONFIG = Path("/etc/maskgate/maskgate.yaml")  # what systemd/install.sh installs
 KEYS = {"m": "masked", "n": "no_mask", "w": "worn_wrongly", "f": "not_a_face", "s": "skip"}
 
 
@@ -23,7 +24,8 @@ def current_user() -> str:
 def _config(args: argparse.Namespace):
     from .config import Config, load_config
 
-    config = load_config(args.config) if args.config else Config()
+    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    config = load_config(path) if path else Config()  # the daemon's retention, not a default, applies
     if args.state_dir:
         config.events.state_dir = args.state_dir
     return config
@@ -304,7 +306,8 @@ def add_commands(commands, *, duration) -> None:
     """The ``collect`` and ``model`` subcommands of ``maskgate``."""
 
     def where(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", type=Path, metavar="FILE", help="take the state directory and collect: from this config")
+        p.add_argument("--config", type=Path, metavar="FILE",
+                       help=f"take the state directory and collect: from this config (default {DEFAULT_CONFIG})")
         p.add_argument("--state-dir", type=Path, metavar="DIR", help="the daemon's state directory")
 
     collect = commands.add_parser(

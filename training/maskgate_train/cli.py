@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from maskgate.vision.classifier import LABELS, default_bundle_dir
 from maskgate.errors import MaskgateError
 
@@ -78,12 +80,28 @@ def build_parser() -> argparse.ArgumentParser:
     common(steps.add_parser("export", help="int8 TFLite bundle + report (with any leave-one-source-out results)"))
     everything = steps.add_parser("all", help="prepare, train, evaluate, [holdout] and export in one go")
     common(everything, data=True, model=True)
+    everything.add_argument("--site-data", type=Path, metavar="SITE_TAR",
+                            help="a site's labelled faces (maskgate collect export) join training; the bundle is "
+                                 "refused if its false grants on the measure-only sources rise above the shipped one's")
+    everything.add_argument("--site-weight", type=float, default=2.0, metavar="W",
+                            help="each site face counts W times in training (default 2)")
+    everything.add_argument("--site-holdout", type=float, default=0.3, metavar="SHARE",
+                            help="share of the site's faces held out for its figures (default 0.3)")
     everything.add_argument("--holdout", nargs="*", default=None, metavar="SOURCE",
                             help="sources to leave out one at a time (train without, test on all of it) before the "
                                  "threshold is chosen; default every training source")
     holdout = steps.add_parser("holdout", help="train without one source, test on all of it (unseen-photo figure)")
     common(holdout, model=True)
     holdout.add_argument("--source", required=True, help="the source to hold out, e.g. scenes")
+
+    common(steps.add_parser("reference", help="write the bundle's reference embeddings (for maskgate model adapt) "
+                                              "from the prepared validation and test photos"))
+    measure_adapt = steps.add_parser("measure-adapt", help="what maskgate model adapt gains when a measure-only source "
+                                                           "stands in for the site (docs/teach.md)")
+    common(measure_adapt)
+    measure_adapt.add_argument("--site", required=True, metavar="SOURCE", help="the measure-only source, e.g. rmfd")
+    measure_adapt.add_argument("--counts", nargs="+", type=int, default=[25, 100, 300], metavar="K")
+    measure_adapt.add_argument("--draws", type=int, default=5, metavar="N")
 
     detectors = steps.add_parser("detectors", help="compare face detectors on the shared data (docs/detectors.md)")
     detectors.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
@@ -116,6 +134,19 @@ def run(args: argparse.Namespace) -> dict | int | str:
 
         return collect(args.source, args.out, label=args.label, every=args.every, count=args.count,
                        size=args.size, margin=args.margin, show=args.show)
+    if args.step == "reference":
+        from .dataset import load_prepared
+        from .export import write_reference
+
+        prepared = load_prepared(args.work_dir, exclude_sources=("site",))
+        splits = [prepared[name] for name in ("val", "test")]
+        count = write_reference(args.bundle, np.concatenate([s.images for s in splits]),
+                                np.concatenate([s.labels for s in splits]))
+        return f"{count} reference faces in {args.bundle}"
+    if args.step == "measure-adapt":
+        from .adapt_measure import measure
+
+        return measure(args.work_dir, args.bundle, site=args.site, counts=args.counts, draws=args.draws)
     if args.step == "port-imagenet":
         return port_imagenet(args.imagenet_tflite, args.work_dir, args.check_photos)
     excluded = tuple(args.exclude_source)
@@ -131,9 +162,16 @@ def run(args: argparse.Namespace) -> dict | int | str:
     if args.step == "holdout":
         return run_holdout(args.work_dir, source=args.source, hp=hp, weights=weights, templates=args.templates)["float"]
     result = {}
+    site_data = getattr(args, "site_data", None)
+    if site_data is not None and args.bundle.resolve() == default_bundle_dir().resolve():
+        raise DataError("a site's bundle goes beside the shipped one: give --bundle DIR")
     if args.step in ("prepare", "all"):
         result["prepare"] = run_prepare(args.data, args.work_dir, sources=args.sources, input_size=args.input_size,
                                         margin=args.margin, heldout_sources=args.heldout_sources)
+    if site_data is not None:
+        from .site import add_site_data
+
+        result["site"] = add_site_data(args.work_dir, site_data, weight=args.site_weight, holdout=args.site_holdout)
     if args.step in ("train", "all"):
         result["train"] = run_train(args.work_dir, args.bundle, hp=hp, weights=weights, templates=args.templates,
                                     exclude_sources=excluded)
@@ -148,6 +186,10 @@ def run(args: argparse.Namespace) -> dict | int | str:
         result["evaluate"] = {"threshold": run_evaluate(args.work_dir, args.bundle, exclude_sources=excluded)["threshold"]}
     if args.step in ("export", "all"):
         result["export"] = run_export(args.work_dir, args.bundle, exclude_sources=excluded)["metrics"]["parity"]
+    if site_data is not None:
+        from .site import check_site_bundle
+
+        result["site-check"] = check_site_bundle(args.work_dir, args.bundle, default_bundle_dir())
     return result
 
 

@@ -20,7 +20,7 @@ from . import door
 from . import evaluate as ev
 from .dataset import Split, add_synthetic, landmarks_of, load_prepared, manifest_hash, nose_patches, subsample
 from .errors import DataError
-from .export import bundle_probs, to_int8_tflite, write_bundle
+from .export import bundle_probs, to_int8_tflite, write_bundle, write_reference
 from .prepare import prepare
 from .train import NORMALISATION, Hyperparameters, distillation_targets, to_rgb_float, train
 
@@ -241,6 +241,10 @@ def run_export(work_dir: Path, bundle_dir: Path, *, exclude_sources: tuple[str, 
                             colour_order="RGB", normalisation=NORMALISATION, crop_margin=prepared["margin"],
                             threshold=threshold, quantisation="int8", nose_check=nose_check)
     write_bundle(bundle_dir, tflite, bundle, nose_tflite)
+    val_test = (splits["val"], splits["test"])  # the licensed sources' real photos, not a site's
+    general = np.concatenate([[r["source"] != "site" for r in s.rows] for s in val_test]).astype(bool)
+    write_reference(bundle_dir, np.concatenate([s.images for s in val_test])[general],
+                    np.concatenate([s.labels for s in val_test])[general])
 
     test = splits["test"]
     float_probs = model.predict(to_rgb_float(test.images), verbose=0)

@@ -32,7 +32,9 @@ from ..access.reasons import Reason
 from ..bus import EventBus
 from ..config import MqttConfig
 from ..errors import ConfigError
-from ..messages import CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, InputChanged, without_image
+from ..logs import Throttled
+from ..messages import (AlarmSilenced, CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, InputChanged,
+                        without_image)
 from ..records.recorder import as_event
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ class MqttService:
         self._connected = False
         self._stopping = threading.Event()
         self._problems: set[str] = set()  # logged once per outage
+        self._refused = Throttled(log, every=10.0)  # commands it did not carry out: a flood is a few lines
         self._vision = {"state": "idle", "reason": "no_face", "reason_text": Reason.NO_FACE.text, "face": None,
                         "track": None, "faces": 0, "fps": 0.0, "camera_ok": None, "last_decision": None,
                         "last_reason": None, "last_reason_text": None, "last_face": None, "last_track": None,
@@ -113,7 +116,7 @@ class MqttService:
         self.client = client
         self._subscriptions = [
             bus.subscribe(FrameProcessed, self._on_frame, name="mqtt-state", when=self._frame_matters, latest=True),
-            bus.subscribe((FrameProcessed, DoorChanged, CameraChanged, InputChanged), self._on_event,
+            bus.subscribe((FrameProcessed, DoorChanged, CameraChanged, InputChanged, AlarmSilenced), self._on_event,
                           name="mqtt-events", when=_is_event, maxlen=EVENT_QUEUE_LIMIT, keep=without_image),
             bus.subscribe(EventLogChanged, self._on_log, name="mqtt-health"),
         ]
@@ -193,7 +196,7 @@ class MqttService:
     def _command(self, message) -> None:
         """LOCK or UNLOCK, to the door controller (which logs the change like any other); anything else is ignored."""
         if message.retain:
-            log.warning("mqtt: ignored a retained command on %s: a stored command must never open the door",
+            self._refused("mqtt: ignored a retained command on %s: a stored command must never open the door",
                         message.topic)
             return
         payload = message.payload.decode("utf-8", "replace").strip() if len(message.payload) <= 64 else "(too long)"
@@ -202,11 +205,11 @@ class MqttService:
             state = self.controller.request(Unlock(source="mqtt", who=PUBLISHER, seconds=seconds,
                                                    reason=f"remote unlock ({message.topic})"))
             if not state.unlocked:
-                log.warning("mqtt: UNLOCK outranked: the door stays locked by %s (%s)", state.who, state.reason)
+                self._refused("mqtt: UNLOCK outranked: the door stays locked by %s (%s)", state.who, state.reason)
         elif payload == "LOCK":
             self.controller.request(Auto(source="mqtt", who=PUBLISHER, reason=f"remote lock ({message.topic})"))
         else:
-            log.warning("mqtt: ignored command %r on %s: expected LOCK or UNLOCK", payload, message.topic)
+            self._refused("mqtt: ignored command %r on %s: expected LOCK or UNLOCK", payload, message.topic)
 
     # --- publishing ------------------------------------------------------------------------------
     def _announce(self) -> None:

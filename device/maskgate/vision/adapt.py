@@ -12,6 +12,7 @@ in more of the held-out masked site faces than the bundle does.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -23,7 +24,8 @@ import numpy as np
 from ..errors import ModelError
 from .classifier import HEAD_FILE, METADATA_FILE, MODEL_FILE, Embedder, read_metadata, softmax
 
-REFERENCE_FILE = "reference.npz"  # embeddings (N × size, float16) and labels (N, index into the bundle's labels)
+# embeddings (N × size, float16), labels (N, index into the bundle's labels), model_sha256 (of classifier.tflite)
+REFERENCE_FILE = "reference.npz"
 THRESHOLDS = np.round(np.arange(0.5, 0.9951, 0.005), 3)
 MIN_SITE_FACES = 10
 
@@ -48,8 +50,11 @@ def read_reference(bundle_dir: Path, labels: list[str], size: int) -> tuple[np.n
     try:
         with np.load(path) as data:
             embeddings, classes = data["embeddings"].astype(np.float64), data["labels"].astype(np.int64)
+            made_for = str(data["model_sha256"])
     except (OSError, KeyError, ValueError) as exc:
         raise ModelError(f"{path}: not readable reference embeddings ({exc})") from None
+    if made_for != model_sha256(bundle_dir):
+        raise ModelError(f"{path}: made for another {MODEL_FILE} (re-export the bundle)")
     if embeddings.ndim != 2 or embeddings.shape[1] != size or len(classes) != len(embeddings) or \
             not ((classes >= 0) & (classes < len(labels))).all():
         raise ModelError(f"{path}: embeddings {embeddings.shape} do not fit this model (size {size})")
@@ -145,6 +150,10 @@ def write_bundle(base: Path, out: Path, adaptation: Adaptation, *, site: str) ->
                         **adaptation.figures})
     (out / METADATA_FILE).write_text(json.dumps(raw, indent=2) + "\n")
     return out
+
+
+def model_sha256(bundle_dir: Path) -> str:
+    return hashlib.sha256((Path(bundle_dir) / MODEL_FILE).read_bytes()).hexdigest()
 
 
 def _split(classes: np.ndarray, held_out: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

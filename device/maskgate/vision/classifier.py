@@ -176,26 +176,26 @@ class _Model:
 class Embedder:
     """The classifier's embedding — what its last, fully connected layer reads — and that layer's weights.
 
-    Read from the model's own tensors (no delegate: slower than ``MaskClassifier``), so an int8 bundle
-    needs nothing extra for ``maskgate model adapt``."""
+    Read from the model's own tensors, so an int8 bundle needs nothing extra for ``maskgate model adapt``."""
 
     def __init__(self, path: Path, input_size: int, *, num_threads: int = 2):
-        self._interpreter = interpreter = load_interpreter(path, num_threads=num_threads, inspectable=True)
-        (self._input,) = interpreter.get_input_details()
-        if tuple(self._input["shape"][1:]) != (input_size, input_size, 3):
-            raise ModelError(f"{path}: input shape {tuple(self._input['shape'])} does not match input_size {input_size}")
-        tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
-        producers = {out: op for op in interpreter._get_ops_details() for out in op["outputs"]}
-        op = producers.get(interpreter.get_output_details()[0]["index"])
+        graph = load_interpreter(path, num_threads=1, delegate=False)  # the op graph, as the file has it
+        tensors = {d["index"]: d for d in graph.get_tensor_details()}
+        producers = {out: op for op in graph._get_ops_details() for out in op["outputs"]}
+        op = producers.get(graph.get_output_details()[0]["index"])
         while op is not None and op["op_name"] in ("SOFTMAX", "QUANTIZE", "DEQUANTIZE"):
             op = producers.get(op["inputs"][0])
         if op is None or op["op_name"] != "FULLY_CONNECTED":
             raise ModelError(f"{path}: the model does not end in a fully connected layer: it has no embedding to adapt")
         embedding, weights, *bias = op["inputs"]
         self._embedding = tensors[embedding]
-        self.weights = _dequantise_array(interpreter.get_tensor(weights), tensors[weights])
-        self.bias = (_dequantise_array(interpreter.get_tensor(bias[0]), tensors[bias[0]]) if bias and bias[0] >= 0
+        self.weights = _dequantise_array(graph.get_tensor(weights), tensors[weights])
+        self.bias = (_dequantise_array(graph.get_tensor(bias[0]), tensors[bias[0]]) if bias and bias[0] >= 0
                      else np.zeros(len(self.weights)))
+        self._interpreter = load_interpreter(path, num_threads=num_threads, keep_tensors=True)
+        (self._input,) = self._interpreter.get_input_details()
+        if tuple(self._input["shape"][1:]) != (input_size, input_size, 3):
+            raise ModelError(f"{path}: input shape {tuple(self._input['shape'])} does not match input_size {input_size}")
 
     @property
     def size(self) -> int:

@@ -25,18 +25,18 @@ def _interpreter_class():
     return Interpreter
 
 
-def load_interpreter(path: str | Path, *, num_threads: int, inspectable: bool = False):
-    """Return an allocated interpreter for the model at ``path``; ``inspectable``: its inner tensors stay
-    readable after ``invoke`` (no delegate, all tensors kept: slower, for reading embeddings)."""
+def load_interpreter(path: str | Path, *, num_threads: int, keep_tensors: bool = False, delegate: bool = True):
+    """Return an allocated interpreter for the model at ``path``. ``keep_tensors``: inner tensors stay
+    readable after ``invoke`` (a little slower; for embeddings). ``delegate=False``: the plain op graph,
+    for reading the model's structure and weights (far too slow to run)."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
     interpreter_class = _interpreter_class()
-    options = {}
-    if inspectable:
+    options = {"experimental_preserve_all_tensors": True} if keep_tensors else {}
+    if not delegate:
         resolvers = sys.modules[interpreter_class.__module__].OpResolverType
-        options = {"experimental_preserve_all_tensors": True,
-                   "experimental_op_resolver_type": resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+        options["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*preserve_all_tensors")
