@@ -38,7 +38,7 @@ class WebService:
         self.metrics = Metrics(app)
         self.faces = _collected_faces(app.config)
         asgi = create_app(self.feed, app.events, token=token, doors=web.doors, api=self.api, metrics=self.metrics,
-                          faces=self.faces)
+                          faces=self.faces, state_dir=app.config.events.resolved_state_dir())
         self.server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", access_log=False,
                                                     timeout_graceful_shutdown=2, ws_ping_interval=10))
         self.sock: socket.socket | None = None
