@@ -11,7 +11,7 @@ from maskgate.access.reasons import Reason
 from maskgate.bus import EventBus
 from maskgate.config import GpioConfig, PinConfig
 from maskgate.hardware.door import build_door
-from maskgate.messages import DoorChanged
+from maskgate.messages import AlarmSilenced, DoorChanged
 
 RELAY = 17
 
@@ -151,7 +151,7 @@ def test_manual_lock_outranks_request_to_exit_and_vision(rig):
     controller.request(Unlock(source="request_to_exit", who="rex", reason="request to exit", seconds=5))
     assert not relay()
     controller.request(Auto(source="operator", who="operator:ann"))
-    assert relay() and controller.state.layer == "request_to_exit"
+    assert not relay(), "what was granted while the door was held locked does not open it afterwards"
 
 
 def test_request_to_exit_lasts_its_seconds(rig):
@@ -264,3 +264,74 @@ def test_last_unlocked_is_now_while_unlocked_then_when_it_relocked(rig):
     controller.request(Auto(source="operator", who="operator:ann"))
     clock.now += 1
     assert controller.last_unlocked == clock.now - 1
+
+
+def test_a_relock_says_what_ended_not_why_it_had_opened(rig):
+    controller, clock, relay, changes, bus = rig
+    controller.vision(GRANT)
+    clock.now += 5.0
+    controller.vision(Decision("cooldown", Reason.GRANTED, seconds_left=0.5))  # the decider's grant is over
+    controller.request(Unlock(source="request_to_exit", who="rex", reason="request to exit", seconds=5))
+    clock.now += 5.0
+    controller.tick()
+    controller.request(Unlock(source="operator", who="operator:ann", reason="delivery", seconds=60))
+    clock.now += 60.0
+    controller.tick()
+    controller.request(Release(active=True))
+    controller.request(Release(active=False))
+    controller.vision(GRANT)
+    controller.camera_lost("camera unavailable: no frame")
+    bus.drain()
+    relocks = [c.state.reason for c in changes if not c.state.unlocked]
+    assert relocks == ["entry time over", "exit time over", "manual unlock ran out", "fire alarm over",
+                       "camera unavailable: no frame"]
+    assert not relay()
+
+
+def test_auto_hands_back_without_opening_the_door_by_itself(rig):
+    controller, clock, relay, changes, bus = rig
+    controller.request(Lock(source="operator", who="operator:ann", reason="cleaning"))
+    controller.vision(GRANT)  # a masked person was granted while the door was held locked
+    controller.request(Auto(source="operator", who="operator:ann"))
+    assert not relay() and controller.state.layer == "vision"
+    controller.vision(Decision("granted", Reason.GRANTED, seconds_left=4.0))  # the rest of that grant
+    assert not relay()
+    controller.vision(GRANT)  # checked again and granted: the door opens
+    assert relay()
+    bus.drain()
+    assert [(c.state.unlocked, c.state.reason) for c in changes] == [
+        (False, "cleaning"), (False, "back to automatic"), (True, Reason.GRANTED)]
+
+
+def test_an_operator_silences_a_door_alarm_and_the_next_one_sounds_again():
+    import time
+
+    factory, bus = MockFactory(), EventBus()
+    door = build_door(GpioConfig(relay=PinConfig(pin=RELAY), buzzer=PinConfig(pin=24)), pin_factory=factory)
+    silenced = []
+    bus.subscribe(AlarmSilenced, silenced.append, name="test")
+    controller = DoorController(door, bus=bus, clock=Clock())
+    buzzer = factory.pin(24)
+
+    def sounding() -> bool:
+        seen = set()
+        for _ in range(8):  # the alarm beeps 0.5 s on, 0.5 s off
+            seen.add(buzzer.state)
+            time.sleep(0.15)
+        return 1 in seen
+
+    try:
+        assert controller.silence(who="operator:ann", reason="") is None, "nothing to silence"
+        controller.alarm("forced_open")
+        assert sounding()
+        assert controller.silence(who="operator:ann", reason="checked") == "forced_open"
+        assert not sounding() and controller.state.display == "forced_open", "the lights stay"
+        assert controller.silence(who="operator:ann", reason="again") is None
+        controller.alarm(None)
+        controller.alarm("held_open")
+        assert sounding()
+        bus.drain()
+        assert [(s.alarm, s.who, s.reason) for s in silenced] == [("forced_open", "operator:ann", "checked")]
+    finally:
+        bus.close()
+        door.close()

@@ -96,7 +96,7 @@ def test_masked_person_unlocks_after_n_frames_and_relocks_after_unlock_seconds(c
     decisions = rig.decisions()
     assert decisions[:3] == ["checking", "checking", "granted"]
     assert decisions[2:12] == ["granted"] * 10 and decisions[12] == "cooldown"  # 1.0 s at 10 fps
-    assert rig.door_changes()[:2] == [(True, "granted"), (False, "granted")]
+    assert rig.door_changes()[:2] == [(True, "granted"), (False, "entry time over")]
     assert rig.relay_levels()[-1] == 0 and 1 in rig.relay_levels()
     outcomes = rig.outcomes()
     assert outcomes[:4] == ["started", "camera_ok", "door", "granted"] and outcomes[-1] == "stopped"

@@ -335,8 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Talks to the running daemon over its control socket (operators: "
                                            "members of the maskgate-operators group). Overrides are logged "
                                            "with your user name and --reason.")
-    door.add_argument("action", choices=["unlock", "lock", "auto", "status"],
-                      help="unlock/lock: override vision (a fire alarm still wins); auto: end the override")
+    door.add_argument("action", choices=["unlock", "lock", "auto", "silence", "status"],
+                      help="unlock/lock: override vision (a fire alarm still wins); auto: end the override; "
+                           "silence: stop a forced/held-open alarm's buzzer")
     door.add_argument("--for", dest="seconds", type=_override_duration, metavar="DURATION",
                       help="only this long (90s, 15m, 2h; at most control.max_override_seconds, default 24h); "
                            "default: until `maskgate door auto`")

@@ -65,6 +65,16 @@ class EventLogChanged:
 
 
 @dataclass(frozen=True)
+class AlarmSilenced:
+    """An operator acknowledged a door alarm (forced or held open): its buzzer stopped."""
+
+    alarm: str
+    who: str
+    reason: str
+    time: float
+
+
+@dataclass(frozen=True)
 class Lifecycle:
     """The daemon started, stopped or failed."""
 

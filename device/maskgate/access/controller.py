@@ -11,7 +11,12 @@ whenever the lock or whoever holds it changes. Requests come from any thread (gp
 the control socket, MQTT, the web server) and never wait for the frame loop.
 
 The door contact adds two things outside the layers: an alarm shown while the door is locked
-(forced or held open; it never moves the relay), and ``relock`` when the door closes after a grant.
+(forced or held open; it never moves the relay; an operator may ``silence`` its buzzer), and
+``relock`` when the door closes after a grant.
+
+When the lock closes because a claim ended, the change says which (``ENDED``: "entry time over", not
+the reason the grant was made). Handing the door back to automatic never opens it by itself: a grant
+vision made while an override kept the door locked is spent.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Literal, Mapping
 
-from ..messages import DoorChanged
+from ..messages import AlarmSilenced, DoorChanged
 from .decider import Decision
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,10 @@ class DoorState:
 
 
 LOCKED = DoorState(False, "idle", "vision", "nobody at the door")
+# Why the lock closed when the unlocking claim ended on its own (a timer, the fire alarm clearing).
+ENDED: dict[Layer, str] = {"fire_alarm": "fire alarm over", "manual_unlock": "manual unlock ran out",
+                           "remote": "remote unlock ran out", "request_to_exit": "exit time over",
+                           "vision": "entry time over"}
 
 
 def resolve(claims: Mapping[Layer, Claim], now: float) -> DoorState:
@@ -154,6 +163,7 @@ class DoorController:
         self._wake = threading.Condition(self._lock)
         self._state = LOCKED
         self._alarm: DoorAlarm | None = None
+        self._silenced: DoorAlarm | None = None  # the alarm an operator acknowledged
         self._grant_spent = False  # the door closed behind vision's current grant
         self._unlocked_at = float("-inf")
         self._timer: threading.Thread | None = None
@@ -203,6 +213,8 @@ class DoorController:
                     return self._state
                 for layer in rights.clears:
                     self._claims.pop(layer, None)
+                if not self._state.unlocked:
+                    self._spend_unlocks_below(now)
                 return self._apply(now, who=request.who, reason=request.reason)
         layer = rights.lock if isinstance(request, Lock) else rights.unlock
         if layer is None:
@@ -217,8 +229,24 @@ class DoorController:
     def alarm(self, alarm: DoorAlarm | None) -> DoorState:
         """Show a door-position alarm whenever the door is locked (None: it closed); the relay is untouched."""
         with self._lock:
+            if alarm != self._alarm:
+                self._silenced = None
             self._alarm = alarm
             return self._apply(self.clock())
+
+    def silence(self, *, who: str, reason: str) -> DoorAlarm | None:
+        """An operator acknowledges the door alarm: its buzzer stops (lights stay until the door closes).
+        Returns the alarm silenced, None if none is sounding."""
+        with self._lock:
+            alarm = self._alarm if self._alarm != self._silenced and self._state.display == self._alarm else None
+            if alarm is None:
+                return None
+            self._silenced = alarm
+            self.door.silence()
+        log.info("door alarm %s silenced by %s (%s)", alarm, who, reason)
+        if self.bus is not None:
+            self.bus.publish(AlarmSilenced(alarm, who, reason, time.time()))
+        return alarm
 
     def relock(self, reason: str = "door closed") -> DoorState:
         """The door closed after a grant: end vision's grant and request-to-exit; overrides and fire alarm stay."""
@@ -268,10 +296,22 @@ class DoorController:
                 self._claims[layer] = claim
             return self._apply(now)
 
+    def _spend_unlocks_below(self, now: float) -> None:
+        """The door was held locked: what vision and request-to-exit granted meanwhile does not open it later."""
+        self._claims.pop("request_to_exit", None)
+        vision = self._claims.get("vision")
+        if vision is not None and vision.unlock and (vision.until is None or now < vision.until):
+            self._grant_spent = True
+            self._claims["vision"] = Claim(False, "cooldown", "granted while the door was held locked", "vision")
+
     def _apply(self, now: float, *, who: str = "", reason: str = "") -> DoorState:
         previous, state = self._state, resolve(self._claims, now)
         if state.layer == "vision" and (who or reason):  # vision decides again because someone asked
             state = replace(state, who=who or state.who, reason=reason or state.reason)
+        elif state.layer == "vision" and previous.unlocked and not state.unlocked and (
+                previous.layer != "vision" or state.display == "cooldown"
+                or (previous.until is not None and now >= previous.until)):
+            state = replace(state, reason=ENDED[previous.layer])  # the unlocking claim ended on its own
         if self._alarm is not None and not state.unlocked:
             state = replace(state, display=self._alarm)
         if state.unlocked or previous.unlocked:  # a claim that ran out did so at its end, maybe before now

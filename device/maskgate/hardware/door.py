@@ -70,6 +70,11 @@ class Door:
             _sound(self.buzzer, outputs.buzzer)
         self.display = display
 
+    def silence(self) -> None:
+        """Stop the buzzer until the next display state (an operator acknowledged the alarm)."""
+        if self.buzzer is not None and not self._closed:
+            self.buzzer.off()
+
     def close(self) -> None:
         """Lock, everything off, release the pins."""
         if self._closed:

@@ -39,8 +39,9 @@ LOG_FILE = "events.sqlite3"
 @dataclass(frozen=True)
 class Event:
     time: float
-    outcome: str  # granted | denied | door | override | camera_lost | camera_ok | started | stopped | error, or an
-    # input's (InputChanged.kind): fire_alarm, fire_alarm_end, exit_request, door_forced, door_held_open, …
+    # granted | denied | door | override | alarm_silenced | camera_lost | camera_ok | started | stopped | error,
+    # or an input's (InputChanged.kind): fire_alarm, fire_alarm_end, exit_request, door_forced, door_held_open, …
+    outcome: str
     reason: str
     face_count: int = 0
     faces: tuple[dict, ...] = ()  # [{"label", "confidence", "box"}]

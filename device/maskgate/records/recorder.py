@@ -21,7 +21,8 @@ import numpy as np
 
 from ..bus import EventBus
 from ..logs import Throttled
-from ..messages import CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, InputChanged, Lifecycle
+from ..messages import (AlarmSilenced, CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, InputChanged,
+                        Lifecycle)
 from ..vision.core import face_json
 from .events import Event, EventLog
 
@@ -44,7 +45,8 @@ class Recorder:
         self._retry: threading.Timer | None = None
         self._failing = Throttled(log, logging.ERROR, every=60.0)
         self.subscription = bus.subscribe(
-            (FrameProcessed, DoorChanged, CameraChanged, InputChanged, Lifecycle), self.record_batch, name="event-log",
+            (FrameProcessed, DoorChanged, CameraChanged, InputChanged, AlarmSilenced, Lifecycle), self.record_batch,
+            name="event-log",
             when=lambda m: not isinstance(m, FrameProcessed) or m.decision.outcome is not None, maxlen=QUEUE_LIMIT,
             batch=True)
 
@@ -107,6 +109,9 @@ def as_event(message) -> tuple[Event, np.ndarray | None]:
     if isinstance(message, InputChanged):
         state = "active" if message.active else "inactive"
         return Event(message.time, message.kind, message.detail or f"{message.name} {state}", source=message.name), None
+    if isinstance(message, AlarmSilenced):
+        reason = f"{message.alarm.replace('_', ' ')} alarm silenced" + (f": {message.reason}" if message.reason else "")
+        return Event(message.time, "alarm_silenced", reason, source=message.who), None
     if isinstance(message, Lifecycle):
         return Event(message.time, message.kind, message.detail), None
     raise TypeError(f"no event for {type(message).__name__}")

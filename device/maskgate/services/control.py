@@ -1,4 +1,4 @@
-"""The local control socket behind ``maskgate door unlock|lock|auto|status``.
+"""The local control socket behind ``maskgate door unlock|lock|auto|silence|status``.
 
 A Unix stream socket (default ``$RUNTIME_DIRECTORY/control.sock``, i.e. /run/maskgate under systemd),
 mode 0660 with group ``control.group`` (maskgate-operators): the file's permissions are the access
@@ -33,7 +33,7 @@ from ..logs import Throttled
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("unlock", "lock", "auto", "status")
+COMMANDS = ("unlock", "lock", "auto", "silence", "status")
 MAX_LINE = 4096
 MAX_REASON = 200
 OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -93,6 +93,8 @@ class ControlServer:
             self.controller.request(Lock(source="operator", who=who, reason=reason or "manual lock", seconds=seconds))
         elif command == "auto":
             self.controller.request(Auto(source="operator", who=who, reason=reason or "back to automatic"))
+        elif command == "silence" and self.controller.silence(who=who, reason=reason) is None:
+            return {"ok": False, "error": "no door alarm is sounding"}
         if command == "status":
             return self.status()
         log.info("control: %s%s by %s (%s)", command, f" for {seconds:g} s" if seconds else "", who, reason)

@@ -33,7 +33,8 @@ from ..bus import EventBus
 from ..config import MqttConfig
 from ..errors import ConfigError
 from ..logs import Throttled
-from ..messages import CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, InputChanged, without_image
+from ..messages import (AlarmSilenced, CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, InputChanged,
+                        without_image)
 from ..records.recorder import as_event
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class MqttService:
         self.client = client
         self._subscriptions = [
             bus.subscribe(FrameProcessed, self._on_frame, name="mqtt-state", when=self._frame_matters, latest=True),
-            bus.subscribe((FrameProcessed, DoorChanged, CameraChanged, InputChanged), self._on_event,
+            bus.subscribe((FrameProcessed, DoorChanged, CameraChanged, InputChanged, AlarmSilenced), self._on_event,
                           name="mqtt-events", when=_is_event, maxlen=EVENT_QUEUE_LIMIT, keep=without_image),
             bus.subscribe(EventLogChanged, self._on_log, name="mqtt-health"),
         ]
