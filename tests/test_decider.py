@@ -264,3 +264,11 @@ def test_while_the_door_is_open_the_words_follow_someone_unmasked_in_view():
     assert all(d.unlocked for d in meanwhile), "the door stays open for the person let in"
     assert (meanwhile[-1].reason, meanwhile[-1].track, meanwhile[-1].face) == (Reason.NOT_EVERYONE, 2, 1)
     assert granted.track == 1 and feed(door, [frame(person(MASKED))] * 3, start=1.0)[-1].reason is Reason.GRANTED
+
+
+def test_a_mask_pulled_down_after_a_grant_is_not_let_in_again():
+    door = decider(unlock_seconds=1, cooldown_seconds=0.5)
+    feed(door, [frame(person(MASKED))] * 15)
+    pulled_down = feed(door, [frame(person(BARE))] * 30, start=1.5)
+    assert not any(d.outcome == "granted" for d in pulled_down)
+    assert any(d.outcome == "denied" for d in pulled_down)

@@ -22,7 +22,7 @@ UNSURE_WEIGHT = 0.3  # a frame whose mask is not clearly seen is weak evidence
 FRONTAL_YAW = 0.3
 TURNED_YAW = 0.7
 TURNED_WEIGHT = 0.2  # what a frame of a face turned that far still counts
-RECENT_HALF_LIFE_S = 0.3  # what the face shows right now: for the words on the screen, never for the door
+RECENT_HALF_LIFE_S = 0.3  # what the face shows right now: a grant needs it too; the words follow it
 
 
 def log_odds(p: float) -> float:

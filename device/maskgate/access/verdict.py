@@ -104,9 +104,11 @@ class Rule:
 
     def decide(self, evidence: Evidence) -> tuple[TrackAnswer, Reason]:
         """One person's answer from all their frames so far: grant or deny once there is enough evidence
-        and its weighted mean is clear; else keep checking, saying what the frames mostly show."""
+        and its weighted mean is clear; else keep checking, saying what the frames mostly show. A grant
+        also needs the latest frames to pass on average: a mask pulled down is never let in on the
+        strength of the frames before."""
         if evidence.seen >= self.frames_to_decide:
-            if evidence.mean >= self.grant_margin:
+            if evidence.mean >= self.grant_margin and evidence.recent_mean >= 0:
                 return "grant", Reason.GRANTED
             if evidence.mean <= -self.deny_margin:
                 return "deny", evidence.leaning((Reason.NO_MASK, Reason.INCORRECT)) or Reason.NO_MASK
