@@ -22,6 +22,7 @@ def _positive_float(text: str) -> float:
 
 
 def _build_core(args: argparse.Namespace, config):
+    from .app import classifier_bundle
     from .vision.classifier import MaskClassifier
     from .vision.core import InferenceCore
     from .vision.detector import FaceDetector
@@ -29,7 +30,7 @@ def _build_core(args: argparse.Namespace, config):
     return InferenceCore(
         FaceDetector(args.detector_model or config.detector.model_path, num_threads=args.threads,
                      score_threshold=config.detector.score_threshold),
-        MaskClassifier(args.model or config.classifier.model_dir, num_threads=args.threads),
+        MaskClassifier(args.model or classifier_bundle(config), num_threads=args.threads),
     )
 
 
