@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def model_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", type=Path, metavar="DIR", help="model bundle directory (default: the shipped model)")
+        p.add_argument("--model", type=Path, metavar="DIR",
+                       help="model bundle directory (default: the active one, see maskgate model; else the shipped one)")
         p.add_argument("--detector-model", type=Path, metavar="FILE", help="face detector model (default: the shipped one)")
         p.add_argument("--config", type=Path, metavar="FILE",
                        help="take the decision rule (policy, min face size, threshold) and models from this config")
