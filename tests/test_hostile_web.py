@@ -236,6 +236,18 @@ def test_descriptor_exhaustion_is_survived_and_logged_once(tmp_path, tiny_bundle
         assert daemon.process.poll() is None
 
 
+def test_a_flood_of_malformed_requests_is_logged_once(tmp_path, tiny_bundles):
+    with daemon_process(tmp_path, tiny_bundles) as daemon:
+        logged = len(daemon.text())
+        for _ in range(30):
+            with socket.create_connection(("127.0.0.1", daemon.port), timeout=10, source_address=("127.0.0.2", 0)) as s:
+                s.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+                assert s.recv(64).startswith(b"HTTP/1.1 400")
+        assert status(daemon.port) == 200
+        wait_for(lambda: "Invalid HTTP request" in daemon.text()[logged:], what="the first one logged")
+        assert daemon.text()[logged:].count("Invalid HTTP request") == 1
+
+
 # --- same origin only ---------------------------------------------------------------------------------
 
 def request(web, path, *, method="GET", headers=None, body=None, source="127.0.0.1"):

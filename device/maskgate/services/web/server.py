@@ -32,7 +32,7 @@ from .classify import ClassifyApi, add_routes
 from .review import add_model_route
 from .review import add_routes as add_review_routes
 from ..metrics import Metrics
-from .limits import LOCAL_CLIENTS, Quiet, Throttle
+from .limits import LOCAL_CLIENTS, OncePerMinute, Quiet, Throttle
 from .live import Channel, LiveFeed, offline_status
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class _DenialIsNotAnError(logging.Filter):
 
 
 logging.getLogger("uvicorn.error").addFilter(_DenialIsNotAnError())
+logging.getLogger("uvicorn.error").addFilter(OncePerMinute())  # one garbage request a line, else a log flood
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "maskgate_session"
