@@ -131,3 +131,13 @@ def test_door_for_maximum_comes_from_the_config(capsys, tmp_path):
     config.write_text("control: {max_override_seconds: 3600}\n")
     code = door("lock", "--for", "2h", "--config", str(config), "--socket", str(tmp_path / "none.sock"))
     assert code == 2 and "at most 3600 s (control.max_override_seconds" in capsys.readouterr().err
+
+
+def test_classify_on_an_empty_folder_says_so_and_fails(capsys, tmp_path, photos, tiny_bundles):
+    (tmp_path / "notes.txt").write_text("no photos here")
+    assert main(["classify", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert f"{tmp_path}: no images in this folder (looked for .bmp, .jpeg, .jpg, .png" in captured.err
+    code, records, err = classify_json(capsys, tmp_path, photos / "astronaut.png", "--model", tiny_bundles["int8"])
+    assert code == 1 and len(records) == 1 and "no images in this folder" in err, "the rest is still classified"
