@@ -141,3 +141,17 @@ def test_classify_on_an_empty_folder_says_so_and_fails(capsys, tmp_path, photos,
     assert f"{tmp_path}: no images in this folder (looked for .bmp, .jpeg, .jpg, .png" in captured.err
     code, records, err = classify_json(capsys, tmp_path, photos / "astronaut.png", "--model", tiny_bundles["int8"])
     assert code == 1 and len(records) == 1 and "no images in this folder" in err, "the rest is still classified"
+
+
+def test_bench_on_frames_of_mixed_sizes_reports_each_size(capsys, photos, tiny_bundles, astronaut, tmp_path):
+    cv2.imwrite(str(tmp_path / "a-small.png"), cv2.resize(astronaut, (320, 240)))
+    cv2.imwrite(str(tmp_path / "b-large.png"), astronaut)
+    args = ["bench", "--frames", str(tmp_path), "--seconds", "0.2", "--model", str(tiny_bundles["int8"])]
+    assert main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frame_size"] == "mixed" and list(report["by_size"]) == ["320x240", "512x512"]
+    assert sum(row["frames"] for row in report["by_size"].values()) == report["frames"]
+    assert main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("frames of 2 sizes (all of them, then each size)")
+    assert out[-2].split()[0] == "320x240" and out[-1].split()[0] == "512x512"
