@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -155,3 +156,13 @@ def test_bench_on_frames_of_mixed_sizes_reports_each_size(capsys, photos, tiny_b
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith("frames of 2 sizes (all of them, then each size)")
     assert out[-2].split()[0] == "320x240" and out[-1].split()[0] == "512x512"
+
+
+def test_bench_loop_prints_sentences_not_raw_dicts(capsys):
+    from maskgate import bench_loop
+
+    bench_loop.main(["--seconds", "3"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "fps through the whole loop" in lines[0] and lines[1].startswith("detect    median")
+    assert lines[3].startswith("peak RSS") and re.fullmatch(r"RSS over time: \d+ s [\d.]+ MB(, \d+ s [\d.]+ MB)*", lines[4])
+    assert not any(c in "".join(lines) for c in "{}[]"), lines
