@@ -194,6 +194,7 @@ def one_bit_png(side: int) -> bytes:
     ("zero-size PNG", png(0, 480), 422, "zero-size image (0×480)"),
     ("truncated JPEG", "bare.jpg:half", 422, "truncated JPEG: no end-of-image marker"),
     ("truncated PNG", "masked.png:half", 422, "truncated PNG: no IEND chunk"),
+    ("truncated JPEG, end marker appended", "bare.jpg:half+eoi", 422, "truncated JPEG: the image data ends"),
     ("header claims 100000×100000", png(100_000, 100_000), 413, "image too large: 100000×100000 is 10000.0 MP"),
     ("real 10000×10000 PNG", "one_bit_png", 413, "image too large: 10000×10000 is 100.0 MP, the limit is 1.0 MP"),
     ("body over the limit", b"\xff\xd8\xff" + b"\0" * 2_000_000, 413, "request body over 2000000 bytes"),
@@ -203,8 +204,9 @@ def test_bad_images_get_a_4xx_with_a_clear_message(daemon, photos, what, body, s
         body = one_bit_png(10_000)
         assert len(body) < 100_000
     elif isinstance(body, str):
-        name = body.split(":")[0]
+        name, cut = body.split(":")
         body = (photos / name).read_bytes()[: (photos / name).stat().st_size // 2]
+        body += b"\xff\xd9" if cut == "half+eoi" else b""
     answer = post(daemon[1], body)
     assert (answer[0], message in answer[2]["error"]) == (status, True), answer
     assert post(daemon[1], (photos / "bare.jpg").read_bytes())[0] == 200, "the workers are fine"

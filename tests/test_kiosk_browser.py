@@ -39,7 +39,8 @@ def chromium() -> None:
 
 
 @contextmanager
-def browser(size: tuple[int, int]):
+def browser(size: tuple[int, int], resolve: dict[str, str] | None = None):
+    """Chromium at ``size``; no host name resolves but those in ``resolve`` (name → address)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -49,8 +50,9 @@ def browser(size: tuple[int, int]):
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
-                 # offline: no host resolves but this machine
-                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
+                 # offline: no host resolves but this machine (and the names in resolve)
+                 "--host-resolver-rules=" + "".join(f"MAP {name} {address}, " for name, address in
+                                                    (resolve or {}).items()) + "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:

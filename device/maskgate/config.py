@@ -11,7 +11,8 @@ from typing import Annotated, Literal, Union
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator,
+                      model_validator)
 
 from .errors import ConfigError
 
@@ -257,7 +258,20 @@ class ApiConfig(Section):
     max_pixels: int = Field(4096 * 4096, ge=64 * 64, le=100_000_000, description="width × height")
     rate_per_minute: int = Field(60, ge=1, le=100_000, description="requests per client address")
     workers: int = Field(1, ge=1, le=8, description="inference threads, each with its own models")
-    queue: int = Field(4, ge=1, le=100, description="requests waiting for a worker; beyond: 503")
+    queue: int = Field(2, ge=1, le=100, description="requests waiting for a worker; beyond: 503 (workers + queue "
+                       "bodies of up to max_body_bytes are held at most)")
+
+
+class WebLimitsConfig(Section):
+    """What one client may hold: connections and the time it takes to send a request."""
+
+    connections: int = Field(200, ge=8, le=2000, description="open connections (WebSockets included); beyond, "
+                             "new ones are closed at once (this machine keeps a few more): well under LimitNOFILE")
+    connections_per_client: int = Field(32, ge=2, le=10_000, description="per client address (IPv6: per /64); "
+                                        "a trusted proxy is exempt")
+    header_seconds: float = Field(10.0, gt=0, le=300, description="to send a request's headers; also the longest "
+                                  "pause while sending its body")
+    keep_alive_seconds: int = Field(5, ge=1, le=300, description="an idle connection between requests is closed then")
 
     @model_validator(mode="before")
     @classmethod
@@ -270,9 +284,32 @@ class WebConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535, description="0: any free port")
     preview_fps: float = Field(10.0, gt=0, le=30, description="most JPEG previews a second, while someone watches")
+    allowed_hosts: list[str] = Field([], description="names and addresses browsers reach this server by, beyond "
+                                     "loopback and web.host (the Host header); any other gets 403")
+    trusted_proxies: list[str] = Field([], description="reverse proxies (addresses or networks) whose "
+                                       "X-Forwarded-For names the client; nobody else's is believed")
+    limits: WebLimitsConfig = WebLimitsConfig()
     remote: RemoteConfig = RemoteConfig()
     doors: list[DoorLink] = []
     api: ApiConfig = ApiConfig()
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _bare_host_names(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if not re.fullmatch(r"[A-Za-z0-9.-]+|\[?[0-9A-Fa-f:.]+\]?", host):
+                raise ValueError(f"allowed_hosts: {host!r} is not a host name or address (no scheme, port or *)")
+        return [h.strip("[]").lower() for h in hosts]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses_or_networks(cls, proxies: list[str]) -> list[str]:
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {proxy!r} is not an address or network") from None
+        return proxies
 
     @model_validator(mode="after")
     def _remote_rules(self) -> "WebConfig":
