@@ -144,7 +144,9 @@ def test_remote_needs_the_token(tmp_path, core, scenes):
         assert get(web, "/api/v1/status")[0] == 200, "127.0.0.1 needs no token"
 
         form = {"Content-Type": "application/x-www-form-urlencoded"}
-        assert get(web, "/login", source=remote, method="POST", body="token=wrong-token-0123456", headers=form)[0] == 401
+        code, _, page = get(web, "/login", source=remote, method="POST", body="token=wrong-token-0123456", headers=form)
+        assert code == 401 and b'role="alert" data-role="error">That token was not accepted' in page
+        assert b'data-role="error" hidden>' in get(web, "/login", source=remote)[2], "no message before a try"
         code, headers, _ = get(web, "/login", source=remote, method="POST", body=f"token={TOKEN}", headers=form)
         assert code == 303 and headers["location"] == "/remote"
         cookie = headers["set-cookie"].split(";")[0]
