@@ -166,3 +166,10 @@ def test_bench_loop_prints_sentences_not_raw_dicts(capsys):
     assert "fps through the whole loop" in lines[0] and lines[1].startswith("detect    median")
     assert lines[3].startswith("peak RSS") and re.fullmatch(r"RSS over time: \d+ s [\d.]+ MB(, \d+ s [\d.]+ MB)*", lines[4])
     assert not any(c in "".join(lines) for c in "{}[]"), lines
+
+
+def test_commands_do_not_print_the_runtimes_xnnpack_notice(photos, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "maskgate.cli", "classify", str(photos / "astronaut.png"),
+                           str(tmp_path / "missing.png")], capture_output=True, text=True)
+    assert "astronaut.png" in done.stdout and "XNNPACK" not in done.stderr + done.stdout
+    assert done.stderr.strip().endswith("missing.png: no such file"), "other messages still get through"
