@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import http.server
-import json
 import os
 import re
 import resource
@@ -21,13 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-import pytest
 import yaml
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from maskgate.config import Config
+from maskgate.services.web.limits import Throttle, client_key
 from test_kiosk_browser import browser, chromium  # noqa: F401 (the fixture)
 from web_rig import TOKEN, SceneCamera, running, wait_for, web_config
 
@@ -384,3 +381,14 @@ def test_token_guesses_lock_the_guesser_out_for_longer_each_time(tmp_path, core,
         with ThreadPoolExecutor(30) as pool:  # guesses sent at once count too
             parallel = list(pool.map(lambda i: login(f"p-{i}", source="127.0.0.4")[0], range(30)))
         assert parallel.count(401) == 6 and parallel.count(429) == 24, parallel
+
+
+def test_an_ipv6_host_counts_as_one_client_across_its_64():
+    """A host on IPv6 may use any address of its /64: limits and lockouts count the /64."""
+    assert client_key("2001:db8::1") == client_key("2001:db8::ffff:1") == "2001:db8::/64"
+    assert client_key("2001:db8:0:1::1") != client_key("2001:db8::1")
+    assert client_key("::ffff:10.0.0.1") == "10.0.0.1" and client_key("::1") == "::1"
+    throttle = Throttle(free=1)
+    assert throttle.attempt("2001:db8::1") == 0.0 and throttle.attempt("2001:db8::2") == 0.0
+    assert throttle.attempt("2001:db8::3") > 0, "the third guess from the same /64 is locked out"
+    assert throttle.attempt("2001:db8:0:1::1") == 0.0

@@ -26,6 +26,7 @@ from maskgate.services.control import send
 from maskgate.sources import EndOfStream, Frame
 from maskgate.vision.classifier import MaskClassifier
 from maskgate.vision.core import FrameResult
+from web_rig import wait_for
 
 RELAY, GREEN, RED, AMBER, BUZZER = 17, 27, 22, 23, 24
 FIRE, REX, CONTACT = 5, 6, 13
@@ -188,7 +189,7 @@ def test_door_opened_without_a_grant_is_forced_with_the_alarm(rig):
     rig.pin(CONTACT).drive_high()
     rig.settle()
     assert rig.door.display == "forced_open" and not rig.relay()
-    assert wait_for(lambda: rig.pin(BUZZER).state == 1), "the buzzer sounds the alarm"
+    wait_for(lambda: rig.pin(BUZZER).state == 1, 30, "the buzzer sounds the alarm")
     rig.pin(CONTACT).drive_low()
     rig.settle()
     assert rig.door.display == "idle" and rig.pin(BUZZER).state == 0
@@ -318,16 +319,6 @@ class NobodyCore:
         return FrameResult(640, 480, (), 1.0, 0.0)
 
 
-def wait_for(condition, seconds: float = 30.0) -> bool:
-    """Poll ``condition`` until it holds; the deadline only stops a hung test (it is not a speed claim)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.001)
-    return True
-
-
 def test_fire_alarm_pin_releases_with_the_frame_loop_stalled(tmp_path):
     sock = tmp_path / "control.sock"
     config = Config.model_validate({"camera": {"backend": "scenes"}, "inputs": {"fire_alarm": {"pin": FIRE}},
@@ -340,13 +331,13 @@ def test_fire_alarm_pin_releases_with_the_frame_loop_stalled(tmp_path):
     try:
         assert camera.blocked.wait(30)
         factory.pin(FIRE).drive_low()  # active low by default: the panel closes its contact on alarm
-        assert wait_for(lambda: factory.pin(RELAY).state == 1), "released while the loop is stuck"
+        wait_for(lambda: factory.pin(RELAY).state == 1, 30, "released while the loop is stuck")
         assert app.controller.state.display == "emergency"
         status = send(sock, {"command": "status"})  # what `maskgate door status` shows
         assert status["door"]["layer"] == "fire_alarm" and status["inputs"] == {"fire_alarm": True}
         assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600, "group null: the daemon's user only"
         factory.pin(FIRE).drive_high()
-        assert wait_for(lambda: factory.pin(RELAY).state == 0), "relocked when cleared"
+        wait_for(lambda: factory.pin(RELAY).state == 0, 30, "relocked when cleared")
         assert runner.is_alive() and not camera.frames, "the loop was stuck in read() all along"
     finally:
         app.stop()

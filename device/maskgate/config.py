@@ -261,6 +261,11 @@ class ApiConfig(Section):
     queue: int = Field(2, ge=1, le=100, description="requests waiting for a worker; beyond: 503 (workers + queue "
                        "bodies of up to max_body_bytes are held at most)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file_or_environment(cls, data: object) -> object:
+        return secret_from(data, "token", env=API_TOKEN_ENV)
+
 
 class WebLimitsConfig(Section):
     """What one client may hold: connections and the time it takes to send a request."""
@@ -272,11 +277,6 @@ class WebLimitsConfig(Section):
     header_seconds: float = Field(10.0, gt=0, le=300, description="to send a request's headers; also the longest "
                                   "pause while sending its body")
     keep_alive_seconds: int = Field(5, ge=1, le=300, description="an idle connection between requests is closed then")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _token_from_file_or_environment(cls, data: object) -> object:
-        return secret_from(data, "token", env=API_TOKEN_ENV)
 
 
 class WebConfig(Section):

@@ -119,12 +119,15 @@ def _collected_faces(config):
 
 
 def _bind(host: str, port: int) -> socket.socket:
+    sock = None
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = Listener(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
     except OSError as exc:
+        if sock is not None:
+            sock.close()  # and its spare descriptor
         raise MaskgateError(f"web: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
     sock.listen(BACKLOG)
     sock.set_inheritable(True)
