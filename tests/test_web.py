@@ -51,7 +51,7 @@ def test_defaults_serve_the_kiosk_on_loopback_port_8080():
     ("remote: {enabled: true, token: short-secret}", "needs remote.token of at least 16 characters"),
     ("host: 0.0.0.0", "web: host 0.0.0.0 is beyond loopback: set remote.enabled (with a token) first"),
     ("port: 70000", "web.port: Input should be less than or equal to 65535"),
-    ("doors: [{name: Back, url: 'ftp://x'}]", "web.doors.0.url: String should match pattern"),
+    ("doors: [{name: Back, url: 'ftp://x'}]", "web.doors.0.url: must be http://host:port or https://host:port, with no path"),
 ])
 def test_bad_web_configs_are_refused_without_showing_the_secret(tmp_path, web, message):
     path = tmp_path / "c.yaml"
