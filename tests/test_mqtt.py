@@ -521,3 +521,26 @@ def test_check_config_refuses_missing_mqtt_files(tmp_path, section, message):
     done = subprocess.run([sys.executable, "-m", "maskgate", "check-config", str(write(tmp_path, section))],
                           capture_output=True, text=True)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_shadow_runs_counts_are_published_retained(broker, core, scenes, tiny_bundles, tmp_path):
+    from maskgate.cli import main
+    from maskgate.vision.bundles import pack
+
+    pack(tiny_bundles["int8"], tmp_path / "b.tar")
+    where = ["--state-dir", str(tmp_path / "state")]
+    assert main(["model", "install", str(tmp_path / "b.tar"), *where]) == 0
+    assert main(["model", "shadow", "--hours", "1", *where]) == 0
+    server = broker()
+    run = Running(make_config(tmp_path, {"port": server.port}), core, paced([scenes["masked"]] * 20, loop=True))
+    try:
+        shadow = next(s for s in run.app.services if s.name == "shadow")
+        watcher = Watcher(server.port)
+        watcher.wait(lambda m: any(t == f"{PREFIX}/model/shadow" for t, _, _ in m), timeout=30, what="shadow counts")
+        watcher.close()
+        counts = watcher.json(f"{PREFIX}/model/shadow")[-1]
+        assert counts["bundle"] == shadow.models.status()["staged"] and counts["frames"] > 0
+        assert counts["finished"] is False and set(counts["verdicts"]) <= {"granted", "unsure", "no_mask"}
+    finally:
+        run.stop()
+    assert json.loads(retained(server.port)[f"{PREFIX}/model/shadow"])["finished"] is False

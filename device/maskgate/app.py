@@ -199,6 +199,7 @@ class App:
             except Exception:
                 log.exception("stopping %s failed", service.name)
         self.bus.close(timeout=5.0)
+        self.recorder.close()
         self.events.close()
         self.door.close()
         self.notifier.stopping()

@@ -71,6 +71,14 @@ class Recorder:
             self._lost = 0
             self.bus.publish(EventLogChanged(True, "event log ok", time.time()))
 
+    def close(self) -> None:
+        """After the bus has closed: stop retrying, and say what could not be written."""
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._held:
+            log.error("event log: %d rows could not be written before the stop (the log kept failing)",
+                      len(self._held))
+
     def flush(self, timeout: float) -> bool:
         """Wait until everything published before this call is committed; False if it is not (yet)."""
         return self.subscription.flush(timeout) and self.ok

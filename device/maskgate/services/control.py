@@ -98,7 +98,9 @@ class ControlServer:
         if command == "status":
             return self.status()
         log.info("control: %s%s by %s (%s)", command, f" for {seconds:g} s" if seconds else "", who, reason)
-        logged = self.logged is None or self.logged(LOG_WAIT)
+        if self.logged is None:  # no event log behind this server
+            return self.status()
+        logged = self.logged(LOG_WAIT)
         return {**self.status(), "logged": logged}
 
     def status(self) -> dict:

@@ -34,7 +34,7 @@ from ..config import MqttConfig
 from ..errors import ConfigError
 from ..logs import Throttled
 from ..messages import (AlarmSilenced, CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, InputChanged,
-                        without_image)
+                        ShadowCounted, without_image)
 from ..records.recorder import as_event
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ class MqttService:
         self.availability_topic, self.door_topic = f"{prefix}/availability", f"{prefix}/door"
         self.state_topic, self.event_topic = f"{prefix}/state", f"{prefix}/event"
         self.command_topic = f"{prefix}/door/set"
+        self.shadow_topic = f"{prefix}/model/shadow"
         self.status_topic = f"{config.discovery_prefix}/status"
         self.where = f"{config.host}:{config.resolved_port()}"
         self._lock = threading.RLock()
@@ -118,6 +119,7 @@ class MqttService:
             bus.subscribe((FrameProcessed, DoorChanged, CameraChanged, InputChanged, AlarmSilenced), self._on_event,
                           name="mqtt-events", when=_is_event, maxlen=EVENT_QUEUE_LIMIT, keep=without_image),
             bus.subscribe(EventLogChanged, self._on_log, name="mqtt-health"),
+            bus.subscribe(ShadowCounted, self._on_shadow, name="mqtt-shadow", latest=True),
         ]
 
     # --- Service ---------------------------------------------------------------------------------
@@ -249,6 +251,12 @@ class MqttService:
         with self._lock:
             self._vision["events_ok"] = message.ok
         self._publish_state()
+
+    def _on_shadow(self, message: ShadowCounted) -> None:
+        """A shadow run's counts (``maskgate model shadow``), retained: the newest is what matters."""
+        with self._lock:
+            if self._connected:
+                self.client.publish(self.shadow_topic, json.dumps(message.result), qos=1, retain=True)
 
     def _on_event(self, message) -> None:
         """One event: state first (retained), then the event itself, acknowledged by the broker."""

@@ -30,6 +30,7 @@ from starlette.requests import HTTPConnection
 from ...config import DoorLink
 from .classify import PATH as CLASSIFY_PATH
 from .classify import ClassifyApi, add_routes
+from .review import add_model_route
 from .review import add_routes as add_review_routes
 from ..metrics import Metrics
 from .limits import LOCAL_CLIENTS, Quiet, Throttle
@@ -132,10 +133,11 @@ def login_page(message: str, status_code: int, headers: dict) -> HTMLResponse:
 
 
 def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLink],
-               api: ClassifyApi | None = None, metrics: Metrics | None = None, faces=None) -> FastAPI:
+               api: ClassifyApi | None = None, metrics: Metrics | None = None, faces=None, state_dir=None) -> FastAPI:
     """The web app; ``feed.channel`` is the local door, ``doors`` the ones on the multi-door page, ``api`` the
     classify API (None: off), ``metrics`` what ``/metrics`` serves (None: no such page), ``faces`` the
-    collected faces the review page shows (None: no such page)."""
+    collected faces the review page shows (None: no such page), ``state_dir`` where installed models are
+    (None: no ``/api/v1/model``)."""
     guard = Guard(token)
     throttle = Throttle()
     local = feed.channel
@@ -290,6 +292,8 @@ def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLin
 
     add_routes(app, api)
     add_review_routes(app, faces, page)
+    if state_dir is not None:
+        add_model_route(app, state_dir)
     return app
 
 
