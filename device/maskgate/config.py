@@ -298,7 +298,7 @@ class WebConfig(Section):
     def _bare_host_names(cls, hosts: list[str]) -> list[str]:
         for host in hosts:
             if not re.fullmatch(r"[A-Za-z0-9.-]+|\[?[0-9A-Fa-f:.]+\]?", host):
-                raise ValueError(f"allowed_hosts: {host!r} is not a host name or address (no scheme, port or *)")
+                raise ValueError(f"{host!r} is not a host name or address (no scheme, port or *)")
         return [h.strip("[]").lower() for h in hosts]
 
     @field_validator("trusted_proxies")
@@ -308,7 +308,7 @@ class WebConfig(Section):
             try:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
-                raise ValueError(f"trusted_proxies: {proxy!r} is not an address or network") from None
+                raise ValueError(f"{proxy!r} is not an address or network") from None
         return proxies
 
     @model_validator(mode="after")
