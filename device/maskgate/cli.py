@@ -43,13 +43,22 @@ def _config(args: argparse.Namespace):
 def cmd_classify(args: argparse.Namespace) -> int:
     from .access.verdict import classify_record
     from .app import decision_rule
-    from .vision.frames import list_images, read_image
+    from .vision.frames import IMAGE_SUFFIXES, list_images, read_image
 
+    images, failed = [], False
+    for given in args.images:
+        found = list_images([given])
+        if not found:
+            print(f"maskgate: {given}: no images in this folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})",
+                  file=sys.stderr)
+            failed = True
+        images += found
+    if not images:
+        return 1
     config = _config(args)
     core = _build_core(args, config)
     rule = decision_rule(config, core.classifier)
-    failed = False
-    for path in list_images(args.images):
+    for path in images:
         try:
             result = core.process(read_image(path))
         except MaskgateError as exc:
