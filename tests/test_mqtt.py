@@ -487,7 +487,7 @@ def write(tmp_path, section: dict) -> Path:
     ({"password": PASSWORD}, "mqtt: a password needs a username"),
     ({"username": "u", "password": PASSWORD, "password_file": "/x"}, "set password or password_file, not both"),
     ({"username": "u", "password": PASSWORD, "port": 0}, "mqtt.port: Input should be greater than or equal to 1"),
-    ({"username": "u", "password": PASSWORD, "topic_prefix": "a/#"}, "mqtt.topic_prefix: String should match"),
+    ({"username": "u", "password": PASSWORD, "topic_prefix": "a/#"}, "mqtt.topic_prefix: must not contain '#' or '+' nor end with '/'"),
     ({"password": {"nested": PASSWORD}}, "mqtt.password: Input should be a valid string"),
     ({"tls": {"certfile": "/c.pem"}}, "mqtt.tls: certfile and keyfile go together"),
 ])

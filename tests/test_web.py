@@ -51,7 +51,7 @@ def test_defaults_serve_the_kiosk_on_loopback_port_8080():
     ("remote: {enabled: true, token: short-secret}", "needs remote.token of at least 16 characters"),
     ("host: 0.0.0.0", "web: host 0.0.0.0 is beyond loopback: set remote.enabled (with a token) first"),
     ("port: 70000", "web.port: Input should be less than or equal to 65535"),
-    ("doors: [{name: Back, url: 'ftp://x'}]", "web.doors.0.url: String should match pattern"),
+    ("doors: [{name: Back, url: 'ftp://x'}]", "web.doors.0.url: must be http://host:port or https://host:port, with no path"),
 ])
 def test_bad_web_configs_are_refused_without_showing_the_secret(tmp_path, web, message):
     path = tmp_path / "c.yaml"
@@ -149,7 +149,9 @@ def test_remote_needs_the_token(tmp_path, core, scenes):
         assert get(web, "/api/v1/status")[0] == 200, "127.0.0.1 needs no token"
 
         form = {"Content-Type": "application/x-www-form-urlencoded"}
-        assert get(web, "/login", source=remote, method="POST", body="token=wrong-token-0123456", headers=form)[0] == 401
+        code, _, page = get(web, "/login", source=remote, method="POST", body="token=wrong-token-0123456", headers=form)
+        assert code == 401 and b'role="alert" data-role="error">That token was not accepted' in page
+        assert b'data-role="error" hidden>' in get(web, "/login", source=remote)[2], "no message before a try"
         code, headers, _ = get(web, "/login", source=remote, method="POST", body=f"token={TOKEN}", headers=form)
         assert code == 303 and headers["location"] == "/remote"
         cookie = headers["set-cookie"].split(";")[0]

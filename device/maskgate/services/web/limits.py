@@ -67,6 +67,22 @@ class Quiet:
         self.log(message, logging.WARNING, "web: %s%s", message, f" ({exc!r})" if exc else "")
 
 
+class OncePerMinute(logging.Filter):
+    """For the server's own per-request warnings (a malformed request, …): each kind at most once a minute."""
+
+    def __init__(self, clock=time.monotonic):
+        super().__init__()
+        self.clock = clock
+        self._last: dict[str, float] = {}  # message template → when last let through
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now, key = self.clock(), str(record.msg)
+        if now - self._last.get(key, -LOG_EVERY) < LOG_EVERY:
+            return False
+        self._last[key] = now
+        return True
+
+
 class Listener(socket.socket):
     """A listening socket that sheds new connections while the process is out of file descriptors.
 
