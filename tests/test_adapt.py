@@ -91,6 +91,16 @@ def test_adaptation_refuses_a_layer_that_would_let_bare_faces_in(bundle):
         adapt(head, ["with_mask", "without_mask", "incorrect_mask"], 0.8, reference, wrong, site_weight=5.0)
 
 
+def test_adaptation_that_lets_in_no_more_of_the_sites_masks_is_refused(bundle):
+    # faces labelled masked that look bare, weighed next to nothing: the layer cannot learn them
+    embedder, head = current_head(bundle)
+    data = np.load(bundle / REFERENCE_FILE)
+    hopeless = site(bundle, np.random.default_rng(13), masked_colour=(40, 60, 230))
+    with pytest.raises(AdaptRefused, match="lets in no more of the held-out masked site faces"):
+        adapt(head, ["with_mask", "without_mask", "incorrect_mask"], 0.8,
+              (data["embeddings"].astype(float), data["labels"]), hopeless, site_weight=1e-6)
+
+
 def test_too_few_faces_or_no_reference_is_refused(bundle, tiny_bundles, tmp_path):
     embedder, head = current_head(bundle)
     data = np.load(bundle / REFERENCE_FILE)

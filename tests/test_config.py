@@ -43,7 +43,7 @@ def write(tmp_path, text):
         ("gpio:\n  relay: {pin: 17, activ_high: true}\n", "gpio.relay.activ_high: unknown key"),
         ("decison:\n  policy: all\n", "decison: unknown key"),
         ("decision:\n  unlock_seconds: -1\n", "decision.unlock_seconds: Input should be greater than 0"),
-        ("decision:\n  frames_to_decide: many\n", "decision.frames_to_decide: Input should be a valid integer"),
+        ("decision:\n  frames_to_decide: many\n", "decision.frames_to_decide: Input should be a valid number"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("camera: [\n", "not valid YAML at line 2"),
         ("camera:\n  backend: replay\n", "camera: backend replay needs replay_path"),
@@ -254,3 +254,30 @@ def test_check_config_warns_when_a_file_with_secrets_is_world_readable(tmp_path)
     for f in (path, secret_file):
         f.chmod(0o640)
     assert check() == []
+
+
+def test_every_problem_is_named_in_words_on_one_line(tmp_path):
+    path = write(tmp_path, "camera: 5\ngpio:\n  relay: {pin: 99}\n  red_led: {pin: BOARD11}\n"
+                           "mqtt:\n  node_id: 'door 1'\nweb:\n  doors: [{name: Back, url: 'http://door2/x'}]\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    message = str(exc.value)
+    assert "\n" not in message
+    assert message == (f"{path}: camera: must be a section of keys (key: value lines below it); "
+                       "gpio.relay.pin: 99 is not a GPIO pin: give its BCM number, 0 to 27 (e.g. 17 or GPIO17); "
+                       "gpio.red_led.pin: 'BOARD11' is not a GPIO pin: give its BCM number, 0 to 27 (e.g. 17 or GPIO17); "
+                       "mqtt.node_id: may hold only letters, digits, '_' and '-'; "
+                       "web.doors.0.url: must be http://host:port or https://host:port, with no path")
+    assert "Config" not in message and "^" not in message, "no class names, no regular expressions"
+
+
+@pytest.mark.parametrize("pin", [0, 26, "GPIO26", "bcm4", "16"])
+def test_bcm_pins_0_to_27_are_accepted(pin):
+    assert Config.model_validate({"inputs": {"door_contact": {"pin": pin}}}).inputs.door_contact.pin == pin
+
+
+def test_yaml_errors_say_where_and_why(tmp_path):
+    path = write(tmp_path, "camera:\n  backend: [replay\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value) == f"{path}: not valid YAML at line 3, column 1: expected ',' or ']', but got '<stream end>'"

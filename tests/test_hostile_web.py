@@ -20,10 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import yaml
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from maskgate.config import load_config
+from maskgate.errors import ConfigError
 from maskgate.services.web.limits import Throttle, client_key
 from test_kiosk_browser import browser, chromium  # noqa: F401 (the fixture)
 from web_rig import TOKEN, SceneCamera, running, wait_for, web_config
@@ -233,6 +236,18 @@ def test_descriptor_exhaustion_is_survived_and_logged_once(tmp_path, tiny_bundle
         assert daemon.process.poll() is None
 
 
+def test_a_flood_of_malformed_requests_is_logged_once(tmp_path, tiny_bundles):
+    with daemon_process(tmp_path, tiny_bundles) as daemon:
+        logged = len(daemon.text())
+        for _ in range(30):
+            with socket.create_connection(("127.0.0.1", daemon.port), timeout=10, source_address=("127.0.0.2", 0)) as s:
+                s.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+                assert s.recv(64).startswith(b"HTTP/1.1 400")
+        assert status(daemon.port) == 200
+        wait_for(lambda: "Invalid HTTP request" in daemon.text()[logged:], what="the first one logged")
+        assert daemon.text()[logged:].count("Invalid HTTP request") == 1
+
+
 # --- same origin only ---------------------------------------------------------------------------------
 
 def request(web, path, *, method="GET", headers=None, body=None, source="127.0.0.1"):
@@ -392,3 +407,16 @@ def test_an_ipv6_host_counts_as_one_client_across_its_64():
     assert throttle.attempt("2001:db8::1") == 0.0 and throttle.attempt("2001:db8::2") == 0.0
     assert throttle.attempt("2001:db8::3") > 0, "the third guess from the same /64 is locked out"
     assert throttle.attempt("2001:db8:0:1::1") == 0.0
+
+
+@pytest.mark.parametrize("web, message", [
+    ("allowed_hosts: ['http://door1.local']", "web.allowed_hosts: 'http://door1.local' is not a host name or address"),
+    ("allowed_hosts: ['*']", "web.allowed_hosts: '*' is not a host name or address"),
+    ("trusted_proxies: [nginx]", "web.trusted_proxies: 'nginx' is not an address or network"),
+    ("limits: {connections: 5}", "web.limits.connections: Input should be greater than or equal to 8"),
+])
+def test_bad_web_limits_are_refused_in_one_line(tmp_path, web, message):
+    path = tmp_path / "maskgate.yaml"
+    path.write_text(f"web: {{{web}}}\n")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path)

@@ -129,6 +129,21 @@ def test_activate_and_rollback_switch_the_doors_model_and_are_logged(bundle_tar,
     assert who == {f"operator:{current_user()}"}
 
 
+def test_classify_judges_with_the_doors_active_bundle(tiny_bundles, astronaut, tmp_path, capsys):
+    import cv2
+
+    state = tmp_path / "state"
+    models = Models(state)
+    pack(tiny_bundles["int8"], tmp_path / "b.tar")
+    models.install(tmp_path / "b.tar")
+    models.activate()
+    cv2.imwrite(str(tmp_path / "a.png"), astronaut)
+    (tmp_path / "c.yaml").write_text(f"events: {{state_dir: {state}}}\n")
+    assert main(["classify", str(tmp_path / "a.png"), "--json", "--config", str(tmp_path / "c.yaml")]) == 0
+    (face,) = json.loads(capsys.readouterr().out)["faces"]
+    assert "nose_covered" not in face, "the tiny bundle (no nose check) answered, not the shipped one"
+
+
 def test_the_daemon_loads_the_active_bundle(bundle_tar, core, scenes, tmp_path):
     state = tmp_path / "state"
     models = Models(state)
@@ -176,3 +191,18 @@ def test_shadow_counts_how_the_staged_model_would_change_verdicts(tiny_bundles, 
     assert main(["model", "status", *where]) == 0
     out = capsys.readouterr().out
     assert f"shadow run of {request['bundle']} (running" in out and "granted" in out and "no_mask" in out
+
+
+def test_an_active_bundle_that_is_gone_stops_the_daemon_with_a_clear_error(bundle_tar, tmp_path, capsys):
+    import shutil
+
+    state = tmp_path / "state"
+    models = Models(state)
+    models.install(bundle_tar)
+    models.activate()
+    shutil.rmtree(models.path("active"))
+    (tmp_path / "c.yaml").write_text(f"events: {{state_dir: {state}}}\n")
+    assert main(["check-config", str(tmp_path / "c.yaml")]) == 2
+    assert "which is gone: maskgate model rollback" in capsys.readouterr().err
+    assert main(["model", "rollback", "--state-dir", str(state)]) == 0
+    assert main(["check-config", str(tmp_path / "c.yaml")]) == 0, "back on the shipped bundle"

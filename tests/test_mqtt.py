@@ -285,14 +285,14 @@ def test_discovery_state_events_and_availability_from_a_replay(broker, core, sce
     assert states.index("granted") > states.index("checking")
     last = watcher.json(f"{PREFIX}/state")[-1]
     assert last["last_decision"] == "granted" and last["last_reason"] == "granted" and last["camera_ok"] is True
-    assert (last["last_reason_text"], last["last_face"]) == ("mask worn", 0)
+    assert (last["last_reason_text"], last["last_face"], last["last_track"]) == ("mask worn", 0, 1)
     assert last["fps"] > 0 and isinstance(last["faces"], int)
     assert {(s["reason"], s["reason_text"]) for s in watcher.json(f"{PREFIX}/state")} >= {
         ("no_face", "no face"), ("granted", "mask worn")}
     events = watcher.json(f"{PREFIX}/event")
     assert [e["outcome"] for e in events if e["outcome"] in ("granted", "door")][:3] == ["door", "granted", "door"]
     (granted, *_) = [e for e in events if e["outcome"] == "granted"]
-    assert (granted["code"], granted["reason"], granted["face"]) == ("granted", "mask worn", 0)
+    assert (granted["code"], granted["reason"], granted["face"], granted["track"]) == ("granted", "mask worn", 0, 1)
     assert events[0]["outcome"] == "camera_ok"
     door = watcher.json(f"{PREFIX}/door")
     assert any(d["door"] == "unlocked" and d["layer"] == "vision" for d in door) and door[-1]["door"] == "locked"
@@ -487,7 +487,7 @@ def write(tmp_path, section: dict) -> Path:
     ({"password": PASSWORD}, "mqtt: a password needs a username"),
     ({"username": "u", "password": PASSWORD, "password_file": "/x"}, "set password or password_file, not both"),
     ({"username": "u", "password": PASSWORD, "port": 0}, "mqtt.port: Input should be greater than or equal to 1"),
-    ({"username": "u", "password": PASSWORD, "topic_prefix": "a/#"}, "mqtt.topic_prefix: String should match"),
+    ({"username": "u", "password": PASSWORD, "topic_prefix": "a/#"}, "mqtt.topic_prefix: must not contain '#' or '+' nor end with '/'"),
     ({"password": {"nested": PASSWORD}}, "mqtt.password: Input should be a valid string"),
     ({"tls": {"certfile": "/c.pem"}}, "mqtt.tls: certfile and keyfile go together"),
 ])
@@ -521,3 +521,26 @@ def test_check_config_refuses_missing_mqtt_files(tmp_path, section, message):
     done = subprocess.run([sys.executable, "-m", "maskgate", "check-config", str(write(tmp_path, section))],
                           capture_output=True, text=True)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_shadow_runs_counts_are_published_retained(broker, core, scenes, tiny_bundles, tmp_path):
+    from maskgate.cli import main
+    from maskgate.vision.bundles import pack
+
+    pack(tiny_bundles["int8"], tmp_path / "b.tar")
+    where = ["--state-dir", str(tmp_path / "state")]
+    assert main(["model", "install", str(tmp_path / "b.tar"), *where]) == 0
+    assert main(["model", "shadow", "--hours", "1", *where]) == 0
+    server = broker()
+    run = Running(make_config(tmp_path, {"port": server.port}), core, paced([scenes["masked"]] * 20, loop=True))
+    try:
+        shadow = next(s for s in run.app.services if s.name == "shadow")
+        watcher = Watcher(server.port)
+        watcher.wait(lambda m: any(t == f"{PREFIX}/model/shadow" for t, _, _ in m), timeout=30, what="shadow counts")
+        watcher.close()
+        counts = watcher.json(f"{PREFIX}/model/shadow")[-1]
+        assert counts["bundle"] == shadow.models.status()["staged"] and counts["frames"] > 0
+        assert counts["finished"] is False and set(counts["verdicts"]) <= {"granted", "unsure", "no_mask"}
+    finally:
+        run.stop()
+    assert json.loads(retained(server.port)[f"{PREFIX}/model/shadow"])["finished"] is False

@@ -91,3 +91,33 @@ def test_review_page_labels_with_one_key_and_the_kiosk_shows_the_collection_noti
         assert [f.label for f in store.list()] == ["masked", None, "not_a_face"]
         assert store.get(ids[0]).labelled_by == "web:127.0.0.1"
 
+
+
+def test_remote_view_shows_the_installed_models_and_the_shadow_counts(tmp_path, core, scenes, tiny_bundles, chromium):
+    from maskgate.services.shadow import RESULT, write_json
+    from maskgate.vision.bundles import Models, pack
+
+    models = Models(tmp_path / "state")
+    pack(tiny_bundles["int8"], tmp_path / "b.tar")
+    staged = models.install(tmp_path / "b.tar")
+    write_json(models.root / RESULT, {"bundle": staged, "started": 0, "until": 1, "by": "operator:test",
+                                      "finished": True, "frames": 7, "changed": 5,
+                                      "verdicts": {"unsure": {"granted": 5}, "no_mask": {"no_mask": 2}},
+                                      "decisions": {"active": {"denied": 1}, "staged": {"granted": 1, "denied": 1}}})
+    config = web_config(tmp_path, remote={"enabled": True, "token": TOKEN})
+    with running(config, core, SceneCamera(scenes, "empty")) as (app, web), browser((1280, 800)) as driver:
+        from selenium.webdriver.common.by import By
+
+        assert get(web, "/api/v1/model", source="127.0.0.2")[0] == 401
+        code, _, body = get(web, "/api/v1/model", source="127.0.0.2", headers=RIGHT)
+        model = json.loads(body)
+        assert code == 200 and (model["active"], model["staged"]) == (None, staged)
+        assert model["shadow"]["verdicts"]["unsure"] == {"granted": 5}
+
+        driver.get(f"{web.url}/remote")
+        text = driver.find_element(By.ID, "model")
+        wait_for(lambda: "shadow run of" in text.text, what="the model line")
+        assert f"staged: {staged}" in text.text and "5 verdicts changed" in text.text
+        rows = driver.find_elements(By.CSS_SELECTOR, "#shadow tbody tr")
+        assert [r.text for r in rows] == ["unsure granted 5", "no_mask no_mask 2"]
+        assert rows[0].get_attribute("class") == "changed"

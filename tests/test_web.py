@@ -51,7 +51,7 @@ def test_defaults_serve_the_kiosk_on_loopback_port_8080():
     ("remote: {enabled: true, token: short-secret}", "needs remote.token of at least 16 characters"),
     ("host: 0.0.0.0", "web: host 0.0.0.0 is beyond loopback: set remote.enabled (with a token) first"),
     ("port: 70000", "web.port: Input should be less than or equal to 65535"),
-    ("doors: [{name: Back, url: 'ftp://x'}]", "web.doors.0.url: String should match pattern"),
+    ("doors: [{name: Back, url: 'ftp://x'}]", "web.doors.0.url: must be http://host:port or https://host:port, with no path"),
 ])
 def test_bad_web_configs_are_refused_without_showing_the_secret(tmp_path, web, message):
     path = tmp_path / "c.yaml"
@@ -73,6 +73,7 @@ def test_remote_beyond_loopback_with_a_long_token_is_accepted_and_the_token_stay
 
 @pytest.mark.parametrize("state, reason, near, title, tone", [
     ("granted", Reason.GRANTED, 1, "Welcome — door open", "go"),
+    ("granted", Reason.NO_MASK, 2, "Please wear a mask", "stop"),  # open for one, another has no mask
     ("denied", Reason.NO_MASK, 1, "Please wear a mask", "stop"),
     ("denied", Reason.INCORRECT, 1, "Please cover your nose", "warn"),
     ("denied", Reason.UNSURE, 1, "Please face the camera", "warn"),
@@ -109,6 +110,7 @@ def test_status_and_events_follow_the_door(tmp_path, core, scenes):
         denied = wait_for(lambda: (s := status())["state"] == "denied" and s, what="denied")
         assert denied["door"] == "locked" and denied["reason"] == "no_mask" and denied["camera_ok"] is True
         assert denied["view"]["title"] == "Please wear a mask"
+        assert denied["decided_by"] == 0 and denied["track"] >= 1, "the person the denial is for"
         assert [f["label"] for f in denied["faces"]] == ["without_mask"]
         assert len(denied["faces"][0]["box"]) == 4 and 0 < denied["faces"][0]["confidence"] <= 1
         assert denied["fps"] > 0 and abs(denied["time"] - time.time()) < 5
@@ -121,6 +123,9 @@ def test_status_and_events_follow_the_door(tmp_path, core, scenes):
         assert outcomes.index("denied") < outcomes.index("granted")
         last = json.loads(get(web, "/api/v1/events?limit=1")[2])["events"]
         assert last == everything[-1:]
+        decided = [e for e in everything if e["outcome"] in ("granted", "denied")]
+        assert all(e["source"] == "vision" and e["track"] >= 1 and e["face"] == 0 for e in decided)
+        assert granted["track"] == everything[outcomes.index("granted")]["track"], "the kiosk and the log agree"
         granted_at = everything[outcomes.index("granted")]["time"]
         since = json.loads(get(web, f"/api/v1/events?since={granted_at}&limit=1000")[2])["events"]
         assert since[0]["outcome"] == "granted" and all(e["time"] >= granted_at for e in since)
@@ -144,7 +149,9 @@ def test_remote_needs_the_token(tmp_path, core, scenes):
         assert get(web, "/api/v1/status")[0] == 200, "127.0.0.1 needs no token"
 
         form = {"Content-Type": "application/x-www-form-urlencoded"}
-        assert get(web, "/login", source=remote, method="POST", body="token=wrong-token-0123456", headers=form)[0] == 401
+        code, _, page = get(web, "/login", source=remote, method="POST", body="token=wrong-token-0123456", headers=form)
+        assert code == 401 and b'role="alert" data-role="error">That token was not accepted' in page
+        assert b'data-role="error" hidden>' in get(web, "/login", source=remote)[2], "no message before a try"
         code, headers, _ = get(web, "/login", source=remote, method="POST", body=f"token={TOKEN}", headers=form)
         assert code == 303 and headers["location"] == "/remote"
         cookie = headers["set-cookie"].split(";")[0]

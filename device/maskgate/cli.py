@@ -22,6 +22,7 @@ def _positive_float(text: str) -> float:
 
 
 def _build_core(args: argparse.Namespace, config):
+    from .app import classifier_bundle
     from .vision.classifier import MaskClassifier
     from .vision.core import InferenceCore
     from .vision.detector import FaceDetector
@@ -29,7 +30,7 @@ def _build_core(args: argparse.Namespace, config):
     return InferenceCore(
         FaceDetector(args.detector_model or config.detector.model_path, num_threads=args.threads,
                      score_threshold=config.detector.score_threshold),
-        MaskClassifier(args.model or config.classifier.model_dir, num_threads=args.threads),
+        MaskClassifier(args.model or classifier_bundle(config), num_threads=args.threads),
     )
 
 
@@ -42,13 +43,22 @@ def _config(args: argparse.Namespace):
 def cmd_classify(args: argparse.Namespace) -> int:
     from .access.verdict import classify_record
     from .app import decision_rule
-    from .vision.frames import list_images, read_image
+    from .vision.frames import IMAGE_SUFFIXES, list_images, read_image
 
+    images, failed = [], False
+    for given in args.images:
+        found = list_images([given])
+        if not found:
+            print(f"maskgate: {given}: no images in this folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})",
+                  file=sys.stderr)
+            failed = True
+        images += found
+    if not images:
+        return 1
     config = _config(args)
     core = _build_core(args, config)
     rule = decision_rule(config, core.classifier)
-    failed = False
-    for path in list_images(args.images):
+    for path in images:
         try:
             result = core.process(read_image(path))
         except MaskgateError as exc:
@@ -184,7 +194,8 @@ def _event_line(event) -> str:
     labels = ", ".join(f"{f['label']} {f['confidence']:.0%}" for f in event.faces)
     until = "" if event.until is None else f"  until {time.strftime('%H:%M:%S', time.localtime(event.until))}"
     why = event.reason if not event.code else (
-        f"{event.reason} ({event.code}" + ("" if event.face is None else f", face {event.face + 1}") + ")")
+        f"{event.reason} ({event.code}" + ("" if event.track is None else f", person #{event.track}")
+        + ("" if event.face is None else f", face {event.face + 1}") + ")")
     return (f"{when}  {event.outcome:<11} {event.source or '-':<18} {why}{until}"
             + (f"  [{labels}]" if labels else ""))
 
@@ -280,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def model_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", type=Path, metavar="DIR", help="model bundle directory (default: the shipped model)")
+        p.add_argument("--model", type=Path, metavar="DIR",
+                       help="model bundle directory (default: the active one, see maskgate model; else the shipped one)")
         p.add_argument("--detector-model", type=Path, metavar="FILE", help="face detector model (default: the shipped one)")
         p.add_argument("--config", type=Path, metavar="FILE",
                        help="take the decision rule (policy, min face size, threshold) and models from this config")

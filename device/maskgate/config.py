@@ -7,11 +7,12 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator,
+                      model_validator)
 
 from .errors import ConfigError
 from .net import is_loopback
@@ -104,14 +105,32 @@ class ClassifierConfig(Section):
 class DecisionConfig(Section):
     policy: Literal["nearest", "all"] = "nearest"
     min_face_px: float = Field(80, ge=0)
-    frames_to_decide: int = Field(3, ge=1, le=100)
+    frames_to_decide: float = Field(3, ge=1, le=100, description="a decision needs the evidence of this many clear "
+                                    "frames (near, frontal, confidently detected; others count less)")
+    grant_margin: float = Field(0.5, ge=0, le=4, description="let a person in when their frames' weighted mean "
+                                "log-odds above the grant thresholds reaches this")
+    deny_margin: float = Field(1.0, gt=0, le=4, description="refuse a person when that mean falls to minus this")
+    evidence_half_life_seconds: float = Field(1.5, gt=0, le=60, description="a person's older frames fade: "
+                                              "one this old counts half")
+    track_lost_seconds: float = Field(0.5, gt=0, le=10, description="a face unseen this long has left: its track ends")
     unlock_seconds: float = Field(5.0, gt=0, le=300)
     denied_seconds: float = Field(3.0, gt=0, le=300)
     cooldown_seconds: float = Field(2.0, ge=0, le=300)
 
 
+def bcm_pin(pin: object) -> int | str:
+    """A GPIO pin by its BCM number, 0–27: 17, "17", "GPIO17" or "BCM17" (kept as given)."""
+    match = re.fullmatch(r"(?:GPIO|BCM)?(\d{1,2})", str(pin).strip().upper()) if isinstance(pin, (int, str)) else None
+    if isinstance(pin, bool) or match is None or int(match.group(1)) > 27:
+        raise ValueError(f"{pin!r} is not a GPIO pin: give its BCM number, 0 to 27 (e.g. 17 or GPIO17)")
+    return pin
+
+
+GpioPin = Annotated[Union[int, str], BeforeValidator(bcm_pin)]
+
+
 class PinConfig(Section):
-    pin: Union[int, str]
+    pin: GpioPin
     active_high: bool = True
 
 
@@ -137,7 +156,7 @@ class GpioConfig(Section):
 
 
 class InputPinConfig(Section):
-    pin: Union[int, str]
+    pin: GpioPin
     active_high: bool = Field(False, description="active when the pin reads high; false: when pulled to ground")
     pull_up: bool | None = Field(True, description="internal pull-up (true) or pull-down (false); null: external")
     bounce_seconds: float = Field(0.05, ge=0, le=1, description="a level counts once it has held this long")
@@ -277,7 +296,7 @@ class WebConfig(Section):
     def _bare_host_names(cls, hosts: list[str]) -> list[str]:
         for host in hosts:
             if not re.fullmatch(r"[A-Za-z0-9.-]+|\[?[0-9A-Fa-f:.]+\]?", host):
-                raise ValueError(f"allowed_hosts: {host!r} is not a host name or address (no scheme, port or *)")
+                raise ValueError(f"{host!r} is not a host name or address (no scheme, port or *)")
         return [h.strip("[]").lower() for h in hosts]
 
     @field_validator("trusted_proxies")
@@ -287,7 +306,7 @@ class WebConfig(Section):
             try:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
-                raise ValueError(f"trusted_proxies: {proxy!r} is not an address or network") from None
+                raise ValueError(f"{proxy!r} is not an address or network") from None
         return proxies
 
     @model_validator(mode="after")
@@ -448,10 +467,13 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except DuplicateKey as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where else ""
-        raise ConfigError(f"{path}: not valid YAML{line}") from None
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None)
+        raise ConfigError(f"{path}: not valid YAML{at}" + (f": {problem}" if problem else "")) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -459,12 +481,31 @@ def load_config(path: str | Path) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        message = "unknown key (check spelling)" if error["type"] == "extra_forbidden" else error["msg"]
-        message = message.removeprefix("Value error, ")
-        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{path}: {key}: {message}{more}") from None
+        raise ConfigError(f"{path}: " + "; ".join(_problem(error) for error in exc.errors())) from None
+
+
+# What a key's pattern asks for, in words (the schema's regular expressions are not for people).
+PATTERN_WORDS = {
+    r"^https?://[^/\s]+/?$": "must be http://host:port or https://host:port, with no path",
+    r"^[A-Za-z0-9_-]+$": "may hold only letters, digits, '_' and '-'",
+    r"^[^#+]*[^#+/]$": "must not contain '#' or '+' nor end with '/'",
+}
+SECTION_ERRORS = {"model_type", "model_attributes_type", "dict_type"}
+
+
+def _problem(error: dict) -> str:
+    """One schema error as "key.path: what is wrong", in words (no class names, no regular expressions)."""
+    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key (check spelling)"
+    elif kind in SECTION_ERRORS:
+        message = "must be a section of keys (key: value lines below it)"
+    elif kind == "string_pattern_mismatch":
+        message = PATTERN_WORDS.get(error["ctx"]["pattern"], "is not in the expected form")
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+    return f"{key}: {message}"
 
 
 def exposed_secrets(config: Config, path: Path) -> list[str]:

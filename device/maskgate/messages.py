@@ -75,6 +75,14 @@ class AlarmSilenced:
 
 
 @dataclass(frozen=True)
+class ShadowCounted:
+    """A shadow run's counts so far (``maskgate model shadow``): how the staged model would judge the frames."""
+
+    result: dict
+    time: float
+
+
+@dataclass(frozen=True)
 class Lifecycle:
     """The daemon started, stopped or failed."""
 

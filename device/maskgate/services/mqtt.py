@@ -34,7 +34,7 @@ from ..config import MqttConfig
 from ..errors import ConfigError
 from ..logs import Throttled
 from ..messages import (AlarmSilenced, CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, InputChanged,
-                        is_event, without_image)
+                        ShadowCounted, is_event, without_image)
 from ..records.recorder import as_event
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class MqttService:
         self.availability_topic, self.door_topic = f"{prefix}/availability", f"{prefix}/door"
         self.state_topic, self.event_topic = f"{prefix}/state", f"{prefix}/event"
         self.command_topic = f"{prefix}/door/set"
+        self.shadow_topic = f"{prefix}/model/shadow"
         self.status_topic = f"{config.discovery_prefix}/status"
         self.where = f"{config.host}:{config.resolved_port()}"
         self._lock = threading.RLock()
@@ -87,8 +88,9 @@ class MqttService:
         self._problems: set[str] = set()  # logged once per outage
         self._refused = Throttled(log, every=10.0)  # commands it did not carry out: a flood is a few lines
         self._vision = {"state": "idle", "reason": "no_face", "reason_text": Reason.NO_FACE.text, "face": None,
-                        "faces": 0, "fps": 0.0, "camera_ok": None, "last_decision": None, "last_reason": None,
-                        "last_reason_text": None, "last_face": None, "last_decision_at": None, "events_ok": True}
+                        "track": None, "faces": 0, "fps": 0.0, "camera_ok": None, "last_decision": None,
+                        "last_reason": None, "last_reason_text": None, "last_face": None, "last_track": None,
+                        "last_decision_at": None, "events_ok": True}
         self._frame_key: tuple | None = None
         self._frame_at = float("-inf")
 
@@ -114,6 +116,7 @@ class MqttService:
             bus.subscribe((FrameProcessed, DoorChanged, CameraChanged, InputChanged, AlarmSilenced), self._on_event,
                           name="mqtt-events", when=is_event, maxlen=EVENT_QUEUE_LIMIT, keep=without_image),
             bus.subscribe(EventLogChanged, self._on_log, name="mqtt-health"),
+            bus.subscribe(ShadowCounted, self._on_shadow, name="mqtt-shadow", latest=True),
         ]
 
     # --- Service ---------------------------------------------------------------------------------
@@ -228,7 +231,7 @@ class MqttService:
 
     def _frame_matters(self, message: FrameProcessed) -> bool:
         """Bus filter, in the frame loop's thread: only frames that change the state, or refresh its fps."""
-        key = (message.decision.state, message.decision.reason, len(message.result.faces))
+        key = (message.decision.state, message.decision.reason, message.decision.track, len(message.result.faces))
         if key == self._frame_key and message.time - self._frame_at < STATE_EVERY:
             return False
         self._frame_key, self._frame_at = key, message.time
@@ -238,13 +241,20 @@ class MqttService:
         with self._lock:
             decision = message.decision
             self._vision.update(state=decision.state, reason=decision.reason.value, reason_text=decision.reason.text,
-                                face=decision.face, faces=len(message.result.faces), fps=round(message.fps, 1))
+                                face=decision.face, track=decision.track, faces=len(message.result.faces),
+                                fps=round(message.fps, 1))
         self._publish_state()
 
     def _on_log(self, message: EventLogChanged) -> None:
         with self._lock:
             self._vision["events_ok"] = message.ok
         self._publish_state()
+
+    def _on_shadow(self, message: ShadowCounted) -> None:
+        """A shadow run's counts (``maskgate model shadow``), retained: the newest is what matters."""
+        with self._lock:
+            if self._connected:
+                self.client.publish(self.shadow_topic, json.dumps(message.result), qos=1, retain=True)
 
     def _on_event(self, message) -> None:
         """One event: state first (retained), then the event itself, acknowledged by the broker."""
@@ -258,6 +268,7 @@ class MqttService:
                     decision = message.decision
                     self._vision.update(last_decision=decision.outcome, last_reason=decision.reason.value,
                                         last_reason_text=decision.reason.text, last_face=decision.face,
+                                        last_track=decision.track,
                                         last_decision_at=datetime.fromtimestamp(message.time, timezone.utc).isoformat())
             self._publish_state()
         event, _ = as_event(message)

@@ -5,7 +5,8 @@ subscriber notices it within seconds, loads the staged bundle, and on sampled fr
 same faces again and judges them with a rule built from that bundle's thresholds (the config's
 overrides apply to both). It counts every pair of per-frame verdicts by reason, and the decisions two
 deciders — one per rule, fed the same frames — would make; the door never sees any of it. The counts
-go to ``shadow-result.json`` every few seconds and when the run ends.
+go to ``shadow-result.json`` and the bus (``ShadowCounted``, for MQTT) every few seconds and when the
+run ends.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from ..access.decider import Decider
 from ..errors import MaskgateError
-from ..messages import FrameProcessed
+from ..messages import FrameProcessed, ShadowCounted
 from ..vision.bundles import Models
 from ..vision.classifier import MaskClassifier
 from ..vision.core import FaceResult
@@ -77,8 +79,9 @@ class ShadowRun:
         self.frames += 1
         row = self.verdicts.setdefault(verdicts["active"].reason, {})
         row[verdicts["staged"].reason] = row.get(verdicts["staged"].reason, 0) + 1
+        results = {"active": message.result, "staged": replace(message.result, faces=tuple(staged_faces))}
         for side, decider in self.deciders.items():
-            outcome = decider.update_verdict(verdicts[side], message.frame.time).outcome
+            outcome = decider.update(results[side], message.frame.time).outcome
             if outcome is not None:
                 self.decisions[side][outcome] = self.decisions[side].get(outcome, 0) + 1
 
@@ -119,7 +122,7 @@ class Shadow:
             run.judge(message)
         if now - self._written >= WRITE_SECONDS:
             self._written = now
-            write_json(self.result_path, run.result(finished=False))
+            self._report(run.result(finished=False))
 
     def _check_request(self) -> None:
         try:
@@ -146,8 +149,13 @@ class Shadow:
         log.info("shadow: bundle %s judges frames beside the active one until %s", staged.name,
                  time.strftime("%H:%M", time.localtime(request["until"])))
 
+    def _report(self, result: dict) -> None:
+        """To shadow-result.json (the CLI, the remote view) and the bus (MQTT)."""
+        write_json(self.result_path, result)
+        self.app.bus.publish(ShadowCounted(result, time.time()))
+
     def _finish(self, run: ShadowRun) -> None:
-        write_json(self.result_path, run.result(finished=True))
+        self._report(run.result(finished=True))
         self.run = None
         log.info("shadow: run of %s finished: %d frames, %d verdicts changed", run.request.get("bundle"),
                  run.frames, run.result(finished=True)["changed"])

@@ -152,7 +152,10 @@ class Models:
 def installed_bundle(state_dir: Path) -> Path | None:
     """The active installed bundle of a state directory, or None (then the shipped one is used)."""
     path = Models(state_dir).path("active")
-    return path if path is not None and path.is_dir() else None
+    if path is not None and not path.is_dir():
+        raise ModelError(f"{Models(state_dir).root / 'active'}: names {path}, which is gone: "
+                         "maskgate model rollback, or activate another bundle")
+    return path
 
 
 def _name(target: str) -> str:

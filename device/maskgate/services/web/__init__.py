@@ -49,7 +49,8 @@ class WebService:
         self.faces = _collected_faces(app.config)
         trusted, limits = Networks(web.trusted_proxies), web.limits
         asgi = Hardened(create_app(self.feed, app.events, token=token, doors=web.doors, api=self.api,
-                                   metrics=self.metrics, faces=self.faces),
+                                   metrics=self.metrics, faces=self.faces,
+                                   state_dir=app.config.events.resolved_state_dir()),
                         hosts=Hosts(web.allowed_hosts, web.host), trusted=trusted,
                         body_limits={CLASSIFY_PATH: None}, body_seconds=limits.header_seconds)
         http = bounded_h11(connections=limits.connections, per_client=limits.connections_per_client,

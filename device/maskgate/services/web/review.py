@@ -1,4 +1,5 @@
-"""The review page (``/review``): the collected faces in a grid, one click or key per label.
+"""The review page (``/review``): the collected faces in a grid, one click or key per label; and
+``/api/v1/model``: the installed bundles and the shadow run's counts, for the remote view.
 
 Behind the same guard as the remote view (local clients, or the remote token); there only while the
 state directory holds collected faces or collection is on. A label is recorded with where it came
@@ -17,6 +18,19 @@ from ...records.faces import LABELS, FaceStore
 
 MAX_BODY = 256
 NO_STORE = {"Cache-Control": "no-store"}
+
+
+def add_model_route(app: FastAPI, state_dir) -> None:
+    from ..shadow import RESULT, read_json
+    from ...vision.bundles import Models
+
+    models = Models(state_dir)
+
+    @app.get("/api/v1/model")
+    def model():
+        """The installed bundles (active, staged, previous; active null: the shipped one) and the last shadow
+        run's counts: frames judged twice, verdicts by reason code (active → staged), decisions per side."""
+        return JSONResponse({**models.status(), "shadow": read_json(models.root / RESULT)}, headers=NO_STORE)
 
 
 def add_routes(app: FastAPI, faces: FaceStore | None, page) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import html
 import logging
 import math
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import HTTPConnection
@@ -30,9 +31,10 @@ from ...config import DoorLink
 from ...net import bearer_matches, is_local_client
 from .classify import PATH as CLASSIFY_PATH
 from .classify import ClassifyApi, add_routes
+from .review import add_model_route
 from .review import add_routes as add_review_routes
 from ..metrics import Metrics
-from .limits import Throttle, quiet_loop_errors
+from .limits import OncePerMinute, Throttle, quiet_loop_errors
 from .live import Channel, LiveFeed, offline_status
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class _DenialIsNotAnError(logging.Filter):
 
 
 logging.getLogger("uvicorn.error").addFilter(_DenialIsNotAnError())
+logging.getLogger("uvicorn.error").addFilter(OncePerMinute())  # one garbage request a line, else a log flood
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "maskgate_session"
@@ -123,11 +126,19 @@ class DoorRelay:
             backoff = min(backoff * 2, 10.0)
 
 
+def login_page(message: str, status_code: int, headers: dict) -> HTMLResponse:
+    """The sign-in form with ``message`` shown above it."""
+    form = (STATIC / "login.html").read_text()
+    shown = form.replace('data-role="error" hidden></p>', f'data-role="error">{html.escape(message)}</p>', 1)
+    return HTMLResponse(shown, status_code=status_code, headers=headers)
+
+
 def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLink],
-               api: ClassifyApi | None = None, metrics: Metrics | None = None, faces=None) -> FastAPI:
+               api: ClassifyApi | None = None, metrics: Metrics | None = None, faces=None, state_dir=None) -> FastAPI:
     """The web app; ``feed.channel`` is the local door, ``doors`` the ones on the multi-door page, ``api`` the
     classify API (None: off), ``metrics`` what ``/metrics`` serves (None: no such page), ``faces`` the
-    collected faces the review page shows (None: no such page)."""
+    collected faces the review page shows (None: no such page), ``state_dir`` where installed models are
+    (None: no ``/api/v1/model``)."""
     guard = Guard(token)
     throttle = Throttle()
     local = feed.channel
@@ -165,7 +176,7 @@ def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLin
         headers = {**NO_STORE, "Retry-After": str(math.ceil(wait))}
         if path.startswith("/api/"):
             return JSONResponse({"detail": "too many wrong tokens: try again later"}, status_code=429, headers=headers)
-        return FileResponse(STATIC / "login.html", status_code=429, headers=headers)
+        return login_page(f"Too many wrong tokens: try again in {math.ceil(wait)} s.", 429, headers)
 
     @app.middleware("http")
     async def require_token(request: Request, call_next):
@@ -214,7 +225,7 @@ def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLin
             return locked_out("/login", wait)
         form = parse_qs((await request.body()).decode(errors="replace"))
         if not guard.token_matches(form.get("token", [""])[0]):
-            return FileResponse(STATIC / "login.html", status_code=401, headers=NO_STORE)
+            return login_page("That token was not accepted: check it (web.remote.token) and try again.", 401, NO_STORE)
         throttle.succeeded(client)
         response = RedirectResponse("/remote", status_code=303)
         response.set_cookie(COOKIE, guard.session, httponly=True, samesite="strict",
@@ -282,6 +293,8 @@ def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLin
 
     add_routes(app, api)
     add_review_routes(app, faces, page)
+    if state_dir is not None:
+        add_model_route(app, state_dir)
     return app
 
 
