@@ -122,7 +122,8 @@ class FaceStore:
             raise MaskgateError(f"no collected face {face_id} (deleted, or never kept)")
         return found[0]
 
-    def list(self, *, unlabelled: bool = False, ids: list[int] | None = None, limit: int | None = None) -> list[CollectedFace]:
+    def list(self, *, unlabelled: bool = False, ids: list[int] | None = None,
+             limit: int | None = None) -> list[CollectedFace]:
         """Oldest first."""
         query, args = "SELECT * FROM faces WHERE file != ''", []
         if unlabelled:
@@ -229,8 +230,8 @@ class FaceStore:
 
 def _face(row: tuple) -> CollectedFace:
     (face_id, when, name, outcome, reason, probs, nose, keypoints, model, label, labelled_at, labelled_by) = row
-    return CollectedFace(face_id, when, name, outcome, reason, json.loads(probs), nose, json.loads(keypoints), model, label,
-                labelled_at, labelled_by)
+    return CollectedFace(face_id, when, name, outcome, reason, json.loads(probs), nose, json.loads(keypoints), model,
+                         label, labelled_at, labelled_by)
 
 
 def _iso(when: float) -> str:
