@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 SMALL_BODY_BYTES = 4096  # every route but the classify API (which has web.api.max_body_bytes): the login form
 LOCAL_RESERVE = 16  # connections beyond web.limits.connections kept for this machine (the kiosk)
 MAX_CLIENTS = 10_000  # per-client records kept before the stale ones are dropped
-LOG_EVERY = 60.0  # seconds between two log lines of the same kind
 
 
 def client_key(host: str) -> str:
@@ -55,22 +54,6 @@ def quiet_loop_errors(loop: asyncio.AbstractEventLoop) -> None:
         kinds[message]("web: %s%s", message, f" ({exc!r})" if exc else "")
 
     loop.set_exception_handler(handler)
-
-
-class OncePerMinute(logging.Filter):
-    """For the server's own per-request warnings (a malformed request, …): each kind at most once a minute."""
-
-    def __init__(self, clock=time.monotonic):
-        super().__init__()
-        self.clock = clock
-        self._last: dict[str, float] = {}  # message template → when last let through
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        now, key = self.clock(), str(record.msg)
-        if now - self._last.get(key, -LOG_EVERY) < LOG_EVERY:
-            return False
-        self._last[key] = now
-        return True
 
 
 class Listener(socket.socket):

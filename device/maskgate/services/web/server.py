@@ -28,13 +28,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import HTTPConnection
 
 from ...config import DoorLink
+from ...logs import OncePerMinute
 from ...net import bearer_matches, is_local_client
 from .classify import PATH as CLASSIFY_PATH
 from .classify import ClassifyApi, add_routes
 from .review import add_model_route
 from .review import add_routes as add_review_routes
 from ..metrics import Metrics
-from .limits import OncePerMinute, Throttle, quiet_loop_errors
+from .limits import Throttle, quiet_loop_errors
 from .live import Channel, LiveFeed, offline_status
 
 log = logging.getLogger(__name__)
