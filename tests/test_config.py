@@ -43,7 +43,7 @@ def write(tmp_path, text):
         ("gpio:\n  relay: {pin: 17, activ_high: true}\n", "gpio.relay.activ_high: unknown key"),
         ("decison:\n  policy: all\n", "decison: unknown key"),
         ("decision:\n  unlock_seconds: -1\n", "decision.unlock_seconds: Input should be greater than 0"),
-        ("decision:\n  frames_to_decide: many\n", "decision.frames_to_decide: Input should be a valid integer"),
+        ("decision:\n  frames_to_decide: many\n", "decision.frames_to_decide: Input should be a valid number"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("camera: [\n", "not valid YAML at line 2"),
         ("camera:\n  backend: replay\n", "camera: backend replay needs replay_path"),

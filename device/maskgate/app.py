@@ -82,8 +82,8 @@ def build_services(config: Config, *, bus: EventBus, controller: DoorController,
     if config.web.enabled:
         from .services.web import WebService
 
-        services.append(WebService(config, bus=bus, controller=controller, rule=rule, events=events,
-                                   recorder=recorder, mqtt=mqtt))
+        services.append(WebService(config, bus=bus, controller=controller, events=events, recorder=recorder,
+                                   mqtt=mqtt))
     state_dir = config.events.resolved_state_dir()
     # off, collection still applies its retention to what an earlier run kept
     if (collect := collector.build(config.collect, state_dir, bus=bus, rule=rule, classifier=classifier)) is not None:

@@ -187,7 +187,8 @@ def _event_line(event) -> str:
     labels = ", ".join(f"{f['label']} {f['confidence']:.0%}" for f in event.faces)
     until = "" if event.until is None else f"  until {time.strftime('%H:%M:%S', time.localtime(event.until))}"
     why = event.reason if not event.code else (
-        f"{event.reason} ({event.code}" + ("" if event.face is None else f", face {event.face + 1}") + ")")
+        f"{event.reason} ({event.code}" + ("" if event.track is None else f", person #{event.track}")
+        + ("" if event.face is None else f", face {event.face + 1}") + ")")
     return (f"{when}  {event.outcome:<11} {event.source or '-':<18} {why}{until}"
             + (f"  [{labels}]" if labels else ""))
 

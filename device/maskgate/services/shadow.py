@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -81,8 +82,9 @@ class ShadowRun:
         self.frames += 1
         row = self.verdicts.setdefault(verdicts["active"].reason, {})
         row[verdicts["staged"].reason] = row.get(verdicts["staged"].reason, 0) + 1
+        results = {"active": message.result, "staged": replace(message.result, faces=tuple(staged_faces))}
         for side, decider in self.deciders.items():
-            outcome = decider.update_verdict(verdicts[side], message.frame.time).outcome
+            outcome = decider.update(results[side], message.frame.time).outcome
             if outcome is not None:
                 self.decisions[side][outcome] = self.decisions[side].get(outcome, 0) + 1
 

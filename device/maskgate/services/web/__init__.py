@@ -22,7 +22,6 @@ from .limits import LOCAL_RESERVE, Listener
 
 if TYPE_CHECKING:
     from ...access.controller import DoorController
-    from ...access.verdict import Rule
     from ...bus import EventBus
     from ...config import Config
     from ...records.events import EventLog
@@ -41,7 +40,7 @@ class WebService:
 
     name = "web"
 
-    def __init__(self, config: Config, *, bus: EventBus, controller: DoorController, rule: Rule, events: EventLog,
+    def __init__(self, config: Config, *, bus: EventBus, controller: DoorController, events: EventLog,
                  recorder: Recorder, mqtt: MqttService | None = None):
         import uvicorn
 
@@ -53,8 +52,7 @@ class WebService:
         from .server import create_app
 
         self.config = web = config.web
-        self.feed = LiveFeed(Channel(), bus=bus, controller=controller, rule=rule,
-                             frames_to_decide=config.decision.frames_to_decide, collecting=config.collect.enabled,
+        self.feed = LiveFeed(Channel(), bus=bus, controller=controller, collecting=config.collect.enabled,
                              preview_fps=web.preview_fps)
         token = web.remote.token.get_secret_value() if web.remote.enabled and web.remote.token else None
         self.api = ClassifyApi(config) if web.api.enabled else None
