@@ -165,7 +165,7 @@ def test_check_config_names_a_model_file_the_bundle_metadata_promises(tmp_path):
 
 
 def test_nose_threshold_override_reaches_the_door_rule():
-    from maskgate.app import decision_rule
+    from maskgate.access.verdict import decision_rule
     from maskgate.vision.classifier import MaskClassifier
 
     classifier = MaskClassifier(TINY_BUNDLES / "nose")

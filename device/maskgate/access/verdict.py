@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
 
-from ..vision.classifier import LABELS
+from ..vision.classifier import LABELS, MaskClassifier
 from ..vision.core import FaceResult, FrameResult, face_json
 from .evidence import MAX_MARGIN, TURNED_WEIGHT, UNSURE_WEIGHT, Evidence, FrameEvidence, frontalness, log_odds
 from .reasons import Reason
 
 if TYPE_CHECKING:
-    from ..config import DecisionConfig
+    from ..config import Config, DecisionConfig
 
 Policy = Literal["nearest", "all"]
 TrackAnswer = Literal["grant", "deny", "checking"]
@@ -142,3 +142,13 @@ def classify_record(image: str, result: FrameResult, rule: Rule) -> dict:
     return {"image": image, "width": result.width, "height": result.height,
             "faces": [face_json(fr) for fr in result.faces], "decision": verdict.outcome,
             "reason": verdict.reason.value, "reason_text": verdict.reason.text, "decided_by": verdict.face}
+
+
+def decision_rule(config: "Config", classifier: MaskClassifier) -> Rule:
+    """The door's rule: the config's decision, the classifier's thresholds unless the config overrides them."""
+    return Rule.from_config(config.decision, threshold=_pick(config.classifier.threshold, classifier.threshold),
+                            nose_threshold=_pick(config.classifier.nose_threshold, classifier.nose_threshold))
+
+
+def _pick(override: float | None, bundle: float | None) -> float | None:
+    return bundle if override is None else override

@@ -56,13 +56,6 @@ PAHO_LOG = logging.getLogger(f"{__name__}.paho")
 PAHO_LOG.addFilter(_QuietReconnects())
 
 
-def build(app) -> "MqttService | None":
-    """The service for ``App``, or None when ``mqtt.enabled`` is false."""
-    if not app.config.mqtt.enabled:
-        return None
-    return MqttService(app.config.mqtt, bus=app.bus, controller=app.controller, clock=app.clock)
-
-
 class MqttService:
     """Publishes the daemon to a broker and, with ``remote_unlock``, takes LOCK/UNLOCK to the door controller."""
 

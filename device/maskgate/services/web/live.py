@@ -19,7 +19,9 @@ from typing import Awaitable, Callable
 import cv2
 import numpy as np
 
+from ...access.controller import DoorController
 from ...access.reasons import Reason
+from ...bus import EventBus
 from ...messages import CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, Lifecycle
 from ...vision.core import FaceResult, face_json
 
@@ -189,9 +191,10 @@ class Channel:
 class LiveFeed:
     """Bus subscriber: turns the daemon's messages into the status and previews of the local Channel."""
 
-    def __init__(self, app, channel: Channel, *, preview_fps: float):
-        self.controller, self.channel = app.controller, channel
-        self.collecting = app.config.collect.enabled  # the kiosk says so while faces are kept
+    def __init__(self, channel: Channel, *, bus: EventBus, controller: DoorController, collecting: bool,
+                 preview_fps: float):
+        self.controller, self.channel = controller, channel
+        self.collecting = collecting  # the kiosk says so while faces are kept
         self.preview_every = 1.0 / preview_fps
         self._lock = threading.RLock()
         self._camera_ok: bool | None = None
@@ -205,7 +208,6 @@ class LiveFeed:
         self._seen: tuple | None = None
         self._pushed = 0.0
         self._encoded = 0.0
-        bus = app.bus
         self.subscriptions = [
             bus.subscribe((DoorChanged, CameraChanged, Lifecycle, EventLogChanged), self._on_event, name="web:events"),
             bus.subscribe(FrameProcessed, self._on_frame, name="web:status", latest=True),
