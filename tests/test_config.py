@@ -43,7 +43,7 @@ def write(tmp_path, text):
         ("gpio:\n  relay: {pin: 17, activ_high: true}\n", "gpio.relay.activ_high: unknown key"),
         ("decison:\n  policy: all\n", "decison: unknown key"),
         ("decision:\n  unlock_seconds: -1\n", "decision.unlock_seconds: Input should be greater than 0"),
-        ("decision:\n  frames_to_decide: many\n", "decision.frames_to_decide: Input should be a valid integer"),
+        ("decision:\n  frames_to_decide: many\n", "decision.frames_to_decide: Input should be a valid number"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("camera: [\n", "not valid YAML at line 2"),
         ("camera:\n  backend: replay\n", "camera: backend replay needs replay_path"),
@@ -165,7 +165,7 @@ def test_check_config_names_a_model_file_the_bundle_metadata_promises(tmp_path):
 
 
 def test_nose_threshold_override_reaches_the_door_rule():
-    from maskgate.app import decision_rule
+    from maskgate.access.verdict import decision_rule
     from maskgate.vision.classifier import MaskClassifier
 
     classifier = MaskClassifier(TINY_BUNDLES / "nose")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from .access.controller import DoorState
+    from .access.door_state import DoorState
     from .access.decider import Decision
     from .sources import Frame
     from .vision.core import FrameResult

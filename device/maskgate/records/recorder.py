@@ -103,7 +103,7 @@ def as_event(message) -> tuple[Event, np.ndarray | None]:
         faces = tuple({k: v for k, v in face_json(fr).items() if k != "probs"} for fr in result.faces)
         event = Event(message.time, decision.outcome, decision.reason.text, len(result.faces), faces,
                       round(result.detect_ms + result.classify_ms, 2), source="vision", code=decision.reason.value,
-                      face=decision.face)
+                      face=decision.face, track=decision.track)
         return event, message.frame.image
     if isinstance(message, DoorChanged):
         state = message.state

@@ -109,13 +109,13 @@ class ClassifyWorkers:
             self.jobs.get_nowait()[2].cancel()
 
     def _serve(self) -> None:
-        from ...access.verdict import classify_record
-        from ...app import build_core, decision_rule
+        from ...access.verdict import classify_record, decision_rule
+        from ...vision.core import InferenceCore
         from ...vision.frames import decode_image
 
         _lower_priority()
         try:
-            core = build_core(self.config)
+            core = InferenceCore.from_config(self.config)
         except Exception:
             log.exception("web: classify worker cannot load its models")
             return
