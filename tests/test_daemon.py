@@ -259,7 +259,7 @@ class SteadyCore:
 
 
 def test_a_stuck_listener_never_holds_up_the_frame_loop(tmp_path, scenes):
-    """A listener that never returns only loses messages; the loop runs on. (Rates: ``maskgate.bench_loop``.)"""
+    """A listener that never returns only loses messages; the loop runs on. (Rates: ``maskgate.bench.loop``.)"""
     core_stub = SteadyCore()
     core_stub.classifier = MaskClassifier(None)
     app = App(make_config(tmp_path), core=core_stub, pin_factory=MockFactory(),

@@ -445,7 +445,7 @@ class SteadyCore:
 
 
 def test_the_frame_loop_runs_on_with_the_broker_down_and_never_talks_to_it(tmp_path, scenes, monkeypatch):
-    """MQTT's work happens on its own threads: a dead broker costs the loop nothing. (Rates: bench_loop.)"""
+    """MQTT's work happens on its own threads: a dead broker costs the loop nothing. (Rates: maskgate.bench.loop.)"""
     from maskgate.services.mqtt import MqttService
 
     threads = []

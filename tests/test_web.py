@@ -235,7 +235,7 @@ class SteadyCore:
 
 def test_three_preview_viewers_are_served_off_the_frame_loop(tmp_path, core, scenes, monkeypatch):
     """Previews are drawn off the frame loop: with a slow encoder (30 ms a preview) and three viewers the
-    loop never draws one and keeps taking frames. (The rates: ``maskgate.bench_web``.)"""
+    loop never draws one and keeps taking frames. (The rates: ``maskgate.bench.web``.)"""
     from maskgate.services.web import live
 
     drawn_on = []

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MaskgateError
-from .vision.core import InferenceCore
-from .sources.scenes import door_scene
-from .sources import files_or_video
+from ..errors import MaskgateError
+from ..sources import files_or_video
+from ..sources.scenes import door_scene
+from ..vision.core import InferenceCore
 
 
 def benchmark_frames(source: Path | None) -> list[np.ndarray]:
