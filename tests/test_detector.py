@@ -241,7 +241,7 @@ def test_masked_and_bare_close_up_photos(detector, label):
 
 
 class CountingNet:
-    """Stands in for the OpenCV detector object and counts its passes."""
+    """Stands in for one of the detector's OpenCV networks and counts its passes."""
 
     def __init__(self, net):
         self.net, self.passes = net, 0
@@ -254,9 +254,17 @@ class CountingNet:
         return self.net.detect(image)
 
 
+def counted(detector: FaceDetector) -> dict[int, CountingNet]:
+    """Count the passes of each of ``detector``'s input sizes."""
+    counters = {}
+    for size, net in detector._nets.items():
+        net.net = counters[size] = CountingNet(net.net)
+    return counters
+
+
 def test_small_masked_face_missed_by_the_first_pass_is_found_by_the_centre_zoom():
     frame = door_scene(face_height_px=40, masked=True)  # 40 px face: ~20 px in the 320 px pass
-    assert FaceDetector(centre_zoom=False).detect(frame) == []
+    assert FaceDetector(first_pass_size=None, centre_zoom=False).detect(frame) == []
     (face,) = FaceDetector().detect(frame)
     assert abs(centre(face.box)[0] - 320) < 15 and abs(centre(face.box)[1] - 240) < 20
     assert 25 < face.height < 60
@@ -265,9 +273,86 @@ def test_small_masked_face_missed_by_the_first_pass_is_found_by_the_centre_zoom(
 
 
 def test_a_face_found_in_the_first_pass_costs_one_pass_and_an_empty_frame_two(no_face_photo):
-    detector = FaceDetector()
-    detector._net = counting = CountingNet(detector._net)
+    detector = FaceDetector(first_pass_size=None)
+    passes = counted(detector)
     assert len(detector.detect(door_scene(face_height_px=120, masked=True))) == 1
-    assert counting.passes == 1
+    assert passes[320].passes == 1
     assert detector.detect(no_face_photo) == []
-    assert counting.passes == 3
+    assert passes[320].passes == 3
+
+
+def test_the_full_pass_runs_only_when_the_cheaper_first_pass_finds_nobody(no_face_photo):
+    detector = FaceDetector(first_pass_size=160)
+    passes = counted(detector)
+    assert len(detector.detect(door_scene(face_height_px=200, masked=True))) == 1
+    assert (passes[160].passes, passes[320].passes) == (1, 0)
+    # 56 px tall: 14 px in the 160 px pass, too small for it; the 320 px pass finds it.
+    (face,) = detector.detect(door_scene(face_height_px=56, masked=True))
+    assert (passes[160].passes, passes[320].passes) == (2, 1)
+    assert abs(centre(face.box)[0] - 320) < 15 and 35 < face.height < 80
+    assert detector.detect(no_face_photo) == []
+    assert (passes[160].passes, passes[320].passes) == (3, 3), "first pass, full pass, centre ×2"
+
+
+def test_the_cheaper_first_pass_finds_the_faces_the_full_pass_finds_at_the_door(astronaut):
+    with_first_pass, full_only = FaceDetector(first_pass_size=160), FaceDetector(first_pass_size=None)
+    for face_px in (80, 120, 200, 320):
+        frame = door_scene(face_height_px=face_px, masked=face_px % 80 == 0)
+        (cheap,), (full,) = with_first_pass.detect(frame), full_only.detect(frame)
+        assert iou(np.array(cheap.box), np.array([full.box]))[0] > 0.8, face_px
+        assert np.abs(np.array(cheap.keypoints) - np.array(full.keypoints)).max() < 0.1 * face_px, face_px
+
+
+@pytest.mark.parametrize("first_pass_size", [32, 320, 400])
+def test_a_first_pass_not_smaller_than_the_full_pass_is_refused(first_pass_size):
+    with pytest.raises(ValueError, match="first_pass_size must be >= 64 and < input_size"):
+        FaceDetector(first_pass_size=first_pass_size)
+
+
+def test_frames_of_changing_shapes_give_what_a_fresh_detector_gives(astronaut):
+    frames = [astronaut, cv2.resize(astronaut, (640, 360)), np.ascontiguousarray(astronaut[100:, 50:]),
+              door_scene(face_height_px=56)]
+    detector = FaceDetector(first_pass_size=160)
+    for frame in frames + frames[::-1]:
+        assert detector.detect(frame) == FaceDetector(first_pass_size=160).detect(frame)
+
+
+def _door_frame_faces(min_px: float, limit: int):
+    """The shared scene photos that fit a 640×480 frame, put on one as the door camera would see them (faces keep
+    their size), with their annotated faces at least ``min_px`` tall: [(frame, [box, ...])], ``limit`` faces."""
+    photos, count = [], 0
+    for xml_path in sorted((SHARED_DATA / "scenes" / "annotations").glob("*.xml")):
+        root = ET.parse(xml_path).getroot()
+        boxes = [[float(obj.find("bndbox").findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
+                 for obj in root.iter("object")]
+        boxes = [box for box in boxes if box[3] - box[1] >= min_px]
+        photo = cv2.imread(str(SHARED_DATA / "scenes" / "images" / root.findtext("filename")))
+        if boxes and photo.shape[0] <= 480 and photo.shape[1] <= 640:
+            photos.append((on_canvas(photo, (480, 640), (0, 0)), boxes))
+            count += len(boxes)
+        if count >= limit:
+            break
+    return photos
+
+
+@needs_shared
+def test_door_sized_faces_in_scene_photos_are_still_found_by_the_default(detector):
+    """Every scene face of the door's decision size (80 px) the full pass finds in a 640×480 frame, the
+    default detector (cheaper first pass) finds too, bar a few; and it finds most of them."""
+    full_only = FaceDetector(first_pass_size=None)
+    photos = _door_frame_faces(min_px=80, limit=150)
+
+    def found(faces, box):
+        return bool(faces) and iou(np.array(box), np.array([f.box for f in faces])).max() >= 0.4
+
+    by_default = by_full = both = total = 0
+    for frame, boxes in photos:
+        ours, full = detector.detect(frame), full_only.detect(frame)
+        for box in boxes:
+            total += 1
+            by_default += found(ours, box)
+            by_full += found(full, box)
+            both += found(ours, box) and found(full, box)
+    assert total >= 150
+    assert by_default >= 0.9 * total, f"{by_default} of {total} faces ≥ 80 px found"
+    assert both >= by_full - 0.03 * total, f"the full pass finds {by_full}, the default {by_default} ({both} of them)"

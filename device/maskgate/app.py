@@ -69,10 +69,17 @@ def _builder(spec: str) -> Callable[["App"], Service | None]:
 
 def build_core(config: Config) -> InferenceCore:
     return InferenceCore(
-        FaceDetector(config.detector.model_path, num_threads=config.detector.num_threads,
-                     score_threshold=config.detector.score_threshold),
+        build_detector(config),
         MaskClassifier(config.classifier.model_dir, num_threads=config.classifier.num_threads),
     )
+
+
+def build_detector(config: Config, *, model_path: Path | None = None, num_threads: int | None = None) -> FaceDetector:
+    """The face detector ``config`` describes; ``model_path`` and ``num_threads`` override it (command line)."""
+    detector = config.detector
+    return FaceDetector(model_path or detector.model_path, num_threads=num_threads or detector.num_threads,
+                        score_threshold=detector.score_threshold, input_size=detector.input_size,
+                        first_pass_size=detector.first_pass_size, centre_zoom=detector.centre_zoom)
 
 
 def decision_rule(config: Config, classifier: MaskClassifier) -> Rule:

@@ -21,13 +21,12 @@ def _positive_float(text: str) -> float:
 
 
 def _build_core(args: argparse.Namespace, config):
+    from .app import build_detector
     from .vision.classifier import MaskClassifier
     from .vision.core import InferenceCore
-    from .vision.detector import FaceDetector
 
     return InferenceCore(
-        FaceDetector(args.detector_model or config.detector.model_path, num_threads=args.threads,
-                     score_threshold=config.detector.score_threshold),
+        build_detector(config, model_path=args.detector_model, num_threads=args.threads),
         MaskClassifier(args.model or config.classifier.model_dir, num_threads=args.threads),
     )
 

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from .errors import ConfigError
+from .vision.detector import FIRST_PASS_SIZE, INPUT_SIZE, MIN_SIDE
 
 
 class Section(BaseModel):
@@ -59,6 +60,18 @@ class DetectorConfig(Section):
     model_path: Path | None = None
     score_threshold: float = Field(0.5, gt=0, lt=1)
     num_threads: int = Field(2, ge=1, le=16)
+    input_size: int = Field(INPUT_SIZE, ge=MIN_SIDE, le=1920, description="the frame's longer side in the full pass")
+    first_pass_size: int | None = Field(FIRST_PASS_SIZE, ge=MIN_SIDE, description=(
+        "a cheaper first pass at this size (longer side); the full pass runs only when it finds no face; "
+        "null = the full pass always"))
+    centre_zoom: bool = Field(True, description="when no pass finds a face, look again at the frame's centre ×2")
+
+    @model_validator(mode="after")
+    def _first_pass_is_smaller(self) -> "DetectorConfig":
+        if self.first_pass_size is not None and self.first_pass_size >= self.input_size:
+            raise ValueError(f"first_pass_size ({self.first_pass_size}) must be smaller than input_size "
+                             f"({self.input_size}), or null")
+        return self
 
 
 class ClassifierConfig(Section):
