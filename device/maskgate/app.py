@@ -79,7 +79,9 @@ def build_detector(config: Config, *, model_path: Path | None = None, num_thread
     detector = config.detector
     return FaceDetector(model_path or detector.model_path, num_threads=num_threads or detector.num_threads,
                         score_threshold=detector.score_threshold, input_size=detector.input_size,
-                        first_pass_size=detector.first_pass_size, centre_zoom=detector.centre_zoom)
+                        first_pass_size=detector.first_pass_size, centre_zoom=detector.centre_zoom,
+                        full_pass_every=detector.full_pass_every or config.decision.frames_to_decide,
+                        first_pass_min_px=config.decision.min_face_px)
 
 
 def decision_rule(config: Config, classifier: MaskClassifier) -> Rule:

@@ -29,13 +29,13 @@ def benchmark_frames(source: Path | None) -> list[np.ndarray]:
 def run_benchmark(core: InferenceCore, *, frames: Path | None, seconds: float) -> dict:
     images = benchmark_frames(frames)
     for image in images[:3]:  # warm-up: XNNPACK packs weights on first invoke
-        core.process(image)
+        core.process(image, streaming=True)
     detect, classify, total = [], [], []
     deadline = time.perf_counter() + seconds
     i = 0
     while time.perf_counter() < deadline or i < 10:
         start = time.perf_counter()
-        result = core.process(images[i % len(images)])
+        result = core.process(images[i % len(images)], streaming=True)
         total.append((time.perf_counter() - start) * 1000.0)
         detect.append(result.detect_ms)
         classify.append(result.classify_ms)

@@ -62,8 +62,11 @@ class DetectorConfig(Section):
     num_threads: int = Field(2, ge=1, le=16)
     input_size: int = Field(INPUT_SIZE, ge=MIN_SIDE, le=1920, description="the frame's longer side in the full pass")
     first_pass_size: int | None = Field(FIRST_PASS_SIZE, ge=MIN_SIDE, description=(
-        "a cheaper first pass at this size (longer side); the full pass runs only when it finds no face; "
-        "null = the full pass always"))
+        "camera frames: a cheaper first pass at this size (longer side), the full pass when it finds no face "
+        "of decision.min_face_px; null = the full pass on every frame"))
+    full_pass_every: int | None = Field(None, ge=1, le=100, description=(
+        "camera frames: the full pass on every N-th frame whatever the first pass finds; "
+        "null = decision.frames_to_decide"))
     centre_zoom: bool = Field(True, description="when no pass finds a face, look again at the frame's centre ×2")
 
     @model_validator(mode="after")
@@ -317,6 +320,14 @@ class Config(Section):
             if pin in seen:
                 raise ValueError(f"pin {pin} is used twice: {seen[pin]} and {key}")
             seen[pin] = key
+        return self
+
+    @model_validator(mode="after")
+    def _every_decision_sees_a_full_pass(self) -> "Config":
+        detector, frames = self.detector, self.decision.frames_to_decide
+        if detector.full_pass_every is not None and detector.full_pass_every > frames:
+            raise ValueError(f"detector.full_pass_every ({detector.full_pass_every}) must not exceed "
+                             f"decision.frames_to_decide ({frames}): every decision must see a full pass")
         return self
 
     @model_validator(mode="after")

@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     side.add_argument("--model", type=Path, metavar="DIR", help="maskgate model bundle (default: the shipped one)")
     side.add_argument("--rounds", type=int, default=5, choices=range(1, 101), metavar="N",
                       help="repeat the measurement N times (default 5)")
-    side.add_argument("--frames", type=int, default=100, choices=range(10, 10001), metavar="N",
-                      help="frames per round (default 100)")
+    side.add_argument("--frames", type=int, default=120, choices=range(6, 10001), metavar="N",
+                      help="frames per round, in blocks of 6 (default 120)")
 
     collect = steps.add_parser("collect", help="save face crops from a camera or video for retraining")
     collect.add_argument("source", help="camera index (0), /dev/videoN, auto, picamera2, scenes (the demo), "

@@ -24,13 +24,14 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from maskgate.sources.scenes import door_scene
-from maskgate.vision.detector import FIRST_PASS_SIZE, FaceDetector, iou
+from maskgate.vision.detector import FIRST_PASS_SIZE, FULL_PASS_EVERY, FaceDetector, iou
 from maskgate.vision.frames import IMAGE_SUFFIXES, read_image
 from maskgate.vision.litert import load_interpreter
 
@@ -169,13 +170,15 @@ class PeerRecipe:
 
 
 class Fallback:
-    """``second`` runs only when ``first`` finds no face (a frame with a face found costs one pass)."""
+    """``second`` runs only when ``first`` finds no face (a frame with a face found costs one pass), or with
+    ``min_px`` no face at least that tall."""
 
-    def __init__(self, first, second):
-        self.first, self.second = first, second
+    def __init__(self, first, second, *, min_px: float = 0):
+        self.first, self.second, self.min_px = first, second, min_px
 
     def faces(self, image: np.ndarray) -> list:
-        return self.first.faces(image) or self.second.faces(image)
+        faces = self.first.faces(image)
+        return faces if any(face.height >= self.min_px for face in faces) else self.second.faces(image)
 
     def detect(self, image: np.ndarray) -> list[tuple[float, float, float, float]]:
         return [face.box for face in self.faces(image)]
@@ -492,12 +495,14 @@ def report(data: Path, *, every: int = 1, folder_every: int | None = None, json_
     return markdown(results)
 
 
-def side_by_side(peer: Path, *, model_dir: Path | None = None, rounds: int = 5, frames: int = 100) -> str:
-    """The whole pipeline per 640×480 frame with one face (``maskgate bench``'s scene): the peer recipe (res10 SSD
-    300×300 and 224×224 + Keras MobileNetV2-1.0) and maskgate's core (detector, crop, int8 classifier and nose
-    check of the bundle in ``model_dir``, default the shipped one) with its default detector and the other
-    first passes, taking turns frame by frame in one process; ``rounds`` medians of ``frames`` frames each.
-    A markdown table: ms per frame and how many times faster than the peer at 300×300, median (min–max)."""
+def side_by_side(peer: Path, *, model_dir: Path | None = None, rounds: int = 5, frames: int = 120) -> str:
+    """The whole pipeline per 640×480 frame with one face (``maskgate bench``'s scene, as a camera stream): the
+    peer recipe (res10 SSD 300×300 and 224×224 + Keras MobileNetV2-1.0) and maskgate's core (detector, crop,
+    int8 classifier and nose check of the bundle in ``model_dir``, default the shipped one) with its default
+    detector and other first passes, taking turns frame by frame in one process. Each round times ``frames``
+    frames in blocks of 6 (a whole number of full-pass cycles); ms per frame is a round's median block / 6.
+    A markdown table: ms per frame and how many times faster than the peer at 300×300, median (min–max) over
+    ``rounds``."""
     from maskgate.vision.classifier import MaskClassifier
     from maskgate.vision.core import InferenceCore
 
@@ -507,29 +512,45 @@ def side_by_side(peer: Path, *, model_dir: Path | None = None, rounds: int = 5, 
     classifier = MaskClassifier(model_dir, num_threads=2)
     pipelines = {f"peer: res10 SSD {size} + Keras MobileNetV2-1.0": PeerRecipe(peer, input_size=size).process
                  for size in (300, 224)}
-    for first in (None, *FIRST_PASS_SIZES):
-        core = InferenceCore(FaceDetector(num_threads=2, first_pass_size=first), classifier)
-        name = f"maskgate: YuNet {f'{first} → ' if first else ''}320 → centre ×2"
-        pipelines[name + (" (default)" if first == FIRST_PASS_SIZE else "")] = core.process
+    for first, every in STREAM_VARIANTS:
+        core = InferenceCore(FaceDetector(num_threads=2, first_pass_size=first, full_pass_every=every), classifier)
+        name = f"maskgate: {stream_variant_name(first, every)}"
+        default = (first, every) == (FIRST_PASS_SIZE, FULL_PASS_EVERY)
+        pipelines[name + (" (default)" if default else "")] = partial(core.process, streaming=True)
     frame = door_scene()
-    for run in pipelines.values():  # warm-up: graph tracing, XNNPACK weight packing
-        for _ in range(3):
+    for run in pipelines.values():  # warm-up: graph tracing, XNNPACK weight packing, the first full pass
+        for _ in range(6):
             run(frame.copy())
     medians: dict[str, list[float]] = {name: [] for name in pipelines}
     for _ in range(rounds):
-        times: dict[str, list[float]] = {name: [] for name in pipelines}
-        for _ in range(frames):
+        blocks: dict[str, list[float]] = {name: [] for name in pipelines}
+        for i in range(max(6, frames - frames % 6)):
             for name, run in pipelines.items():
                 copy = frame.copy()
                 start = time.perf_counter()
                 run(copy)
-                times[name].append((time.perf_counter() - start) * 1000.0)
-        for name, values in times.items():
-            medians[name].append(float(np.median(values)))
+                elapsed = (time.perf_counter() - start) * 1000.0
+                if i % 6 == 0:
+                    blocks[name].append(0.0)
+                blocks[name][-1] += elapsed
+        for name, values in blocks.items():
+            medians[name].append(float(np.median(values)) / 6)
     reference = medians[next(iter(pipelines))]
     rows = "".join(f"| {name} | {spread(values)} | "
                    f"{spread([ref / ours for ref, ours in zip(reference, values)])} |\n"
                    for name, values in medians.items())
-    return (f"Whole pipeline per 640×480 frame with one face, ms (median of {frames} frames; median and range over "
-            f"{rounds} rounds):\n\n| pipeline | ms per frame | × faster than the peer at 300×300 |\n|---|---:|---:|\n"
+    return (f"Whole pipeline per 640×480 frame with one face, ms (median and range over {rounds} rounds of "
+            f"{frames} frames):\n\n| pipeline | ms per frame | × faster than the peer at 300×300 |\n|---|---:|---:|\n"
             + rows)
+
+
+STREAM_VARIANTS = ((None, 1), (224, 3), (192, 3), (160, 3), (128, 3), (160, 2), (160, 1_000_000))
+
+
+def stream_variant_name(first: int | None, every: int) -> str:
+    """How the docs name a detector setting for camera streams."""
+    if first is None:
+        return "YuNet 320 → centre ×2 every frame"
+    if every >= 1_000_000:
+        return f"YuNet {first} → 320 → centre ×2 if none"
+    return f"YuNet {first} → 320 → centre ×2 if none, full every {every}"

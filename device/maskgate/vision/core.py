@@ -52,10 +52,11 @@ class InferenceCore:
         self.detector = detector
         self.classifier = classifier
 
-    def process(self, frame: np.ndarray) -> FrameResult:
+    def process(self, frame: np.ndarray, *, streaming: bool = False) -> FrameResult:
+        """``frame`` through the core; ``streaming``: the next frame of a camera stream (see ``FaceDetector``)."""
         image = as_bgr(frame)
         start = time.perf_counter()
-        faces = self.detector.detect(image)
+        faces = self.detector.detect(image, streaming=streaming)
         detected = time.perf_counter()
         size, margin = self.classifier.input_size, self.classifier.crop_margin
         crops = [crop_face(image, face.box, size=size, margin=margin) for face in faces]
