@@ -107,8 +107,8 @@ class YuNet:
     """
 
     def __init__(self, input_size: int, score_threshold: float = 0.5):
-        self.detector = FaceDetector(num_threads=2, input_size=input_size, score_threshold=score_threshold,
-                                     centre_zoom=False)
+        self.detector = FaceDetector(num_threads=2, input_size=input_size, first_pass_size=None,
+                                     score_threshold=score_threshold, centre_zoom=False)
         self._last: tuple[np.ndarray | None, list] = (None, [])
 
     def faces(self, image: np.ndarray) -> list:
@@ -223,7 +223,7 @@ class CentreZoom:
     here the two passes are kept apart to compare them with the other combinations."""
 
     def __init__(self, input_size: int = 320):
-        self.detector = FaceDetector(num_threads=2, input_size=input_size, centre_zoom=False)
+        self.detector = FaceDetector(num_threads=2, input_size=input_size, first_pass_size=None, centre_zoom=False)
         self._last: tuple[np.ndarray | None, list] = (None, [])
 
     def faces(self, image: np.ndarray) -> list:
