@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
+from maskgate.access.reasons import Reason
 from maskgate.config import Config, load_config
 from maskgate.errors import ConfigError
 from maskgate.messages import FrameProcessed
@@ -35,6 +36,7 @@ def photos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("photos")
     cv2.imwrite(str(folder / "masked.png"), door_scene(masked=True, mask_bgr=(255, 60, 0)))
     cv2.imwrite(str(folder / "bare.jpg"), door_scene(masked=False))
+    cv2.imwrite(str(folder / "far.png"), door_scene(face_height_px=100))  # under the tests' min_face_px, 150
     return folder
 
 
@@ -106,7 +108,7 @@ def test_answers_are_exactly_what_classify_json_prints(tmp_path, tiny_bundles, c
     raw = raw_config(tmp_path, tiny_bundles)
     (tmp_path / "maskgate.yaml").write_text(yaml.safe_dump(raw))
     cli = subprocess.run([sys.executable, "-m", "maskgate.cli", "classify", "--json", "--config",
-                          str(tmp_path / "maskgate.yaml"), "masked.png", "bare.jpg"],
+                          str(tmp_path / "maskgate.yaml"), "masked.png", "bare.jpg", "far.png"],
                          cwd=photos, capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr
     expected = [json.loads(line) for line in cli.stdout.splitlines()]
@@ -116,10 +118,15 @@ def test_answers_are_exactly_what_classify_json_prints(tmp_path, tiny_bundles, c
         masked = post(web, body, headers=headers)
         bare = post(web, (photos / "bare.jpg").read_bytes(), path="/api/v1/classify?name=bare.jpg",
                      headers={**BEARER, "Content-Type": "image/jpeg"})
-    assert (masked[0], bare[0]) == (200, 200)
-    assert [masked[2], bare[2]] == expected
+        body, headers = multipart("far.png", (photos / "far.png").read_bytes())
+        far = post(web, body, headers=headers)
+    assert (masked[0], bare[0], far[0]) == (200, 200, 200)
+    assert [masked[2], bare[2], far[2]] == expected
     assert (masked[2]["decision"], [f["label"] for f in masked[2]["faces"]]) == ("granted", ["with_mask"])
     assert (bare[2]["decision"], [f["label"] for f in bare[2]["faces"]]) == ("denied", ["without_mask"])
+    assert [(r["reason"], r["reason_text"], r["decided_by"]) for r in (masked[2], bare[2], far[2])] == [
+        ("granted", "mask worn", 0), ("no_mask", "no mask", 0), ("too_small", Reason.TOO_SMALL.text, None)]
+    assert len(far[2]["faces"]) == 1
     assert (bare[2]["width"], bare[2]["height"]) == (640, 480)
 
 
@@ -187,6 +194,7 @@ def one_bit_png(side: int) -> bytes:
     ("zero-size PNG", png(0, 480), 422, "zero-size image (0×480)"),
     ("truncated JPEG", "bare.jpg:half", 422, "truncated JPEG: no end-of-image marker"),
     ("truncated PNG", "masked.png:half", 422, "truncated PNG: no IEND chunk"),
+    ("truncated JPEG, end marker appended", "bare.jpg:half+eoi", 422, "truncated JPEG: the image data ends"),
     ("header claims 100000×100000", png(100_000, 100_000), 413, "image too large: 100000×100000 is 10000.0 MP"),
     ("real 10000×10000 PNG", "one_bit_png", 413, "image too large: 10000×10000 is 100.0 MP, the limit is 1.0 MP"),
     ("body over the limit", b"\xff\xd8\xff" + b"\0" * 2_000_000, 413, "request body over 2000000 bytes"),
@@ -196,8 +204,9 @@ def test_bad_images_get_a_4xx_with_a_clear_message(daemon, photos, what, body, s
         body = one_bit_png(10_000)
         assert len(body) < 100_000
     elif isinstance(body, str):
-        name = body.split(":")[0]
+        name, cut = body.split(":")
         body = (photos / name).read_bytes()[: (photos / name).stat().st_size // 2]
+        body += b"\xff\xd9" if cut == "half+eoi" else b""
     answer = post(daemon[1], body)
     assert (answer[0], message in answer[2]["error"]) == (status, True), answer
     assert post(daemon[1], (photos / "bare.jpg").read_bytes())[0] == 200, "the workers are fine"

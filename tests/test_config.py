@@ -208,3 +208,100 @@ def test_detector_options_reach_the_detector_and_the_command_line_overrides_only
     assert build_detector(Config.model_validate({"detector": {"first_pass_size": None}})).first_pass_size is None
     by_decision = build_detector(Config.model_validate({"decision": {"frames_to_decide": 2}}))
     assert by_decision.full_pass_every == 2, "by default every decision's frames include a full look"
+
+
+@pytest.mark.parametrize("text, lines", [
+    ("web:\n  port: 8080\ngpio:\n  pin_factory: mock\nweb:\n  host: 127.0.0.1\n", "'web' at lines 1 and 5"),
+    ("gpio:\n  pin_factory: mock\n  relay: {pin: 17}\n  pin_factory: default\n", "'pin_factory' at lines 2 and 4"),
+    ("web: {port: 1, port: 2}\n", "'port' twice at line 1"),
+])
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path, text, lines):
+    path = tmp_path / "maskgate.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"duplicate key {lines}"):
+        load_config(path)
+
+
+SECRET = "s3cret-token-0123456789"
+
+
+@pytest.mark.parametrize("section, env, read", [
+    ({"web": {"remote": {"enabled": True, "token_file": "{file}"}}}, "MASKGATE_REMOTE_TOKEN",
+     lambda c: c.web.remote.token),
+    ({"web": {"api": {"enabled": True, "token_file": "{file}"}}}, "MASKGATE_API_TOKEN", lambda c: c.web.api.token),
+    ({"web": {"doors": [{"name": "Back", "url": "http://127.0.0.2:8080", "token_file": "{file}"}]}}, None,
+     lambda c: c.web.doors[0].token),
+    ({"camera": {"password_file": "{file}"}}, None, lambda c: c.camera.password),
+])
+def test_secrets_come_from_a_file_or_the_environment(tmp_path, monkeypatch, section, env, read):
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\nignored second line\n")
+    path = tmp_path / "maskgate.yaml"
+    path.write_text(yaml.safe_dump(section).replace("'{file}'", str(secret_file)).replace("{file}", str(secret_file)))
+    assert read(load_config(path)).get_secret_value() == SECRET
+    if env:
+        monkeypatch.setenv(env, "from-the-environment-0123")
+        assert read(load_config(path)).get_secret_value() == "from-the-environment-0123"
+    secret_file.unlink()
+    with pytest.raises(ConfigError, match="_file: .*secret: cannot read") as refused:
+        load_config(path) if not env else (monkeypatch.delenv(env), load_config(path))
+    assert SECRET not in str(refused.value)
+
+
+def test_a_secret_and_its_file_together_are_refused(tmp_path):
+    path = tmp_path / "maskgate.yaml"
+    path.write_text(f"web:\n  remote: {{token: {SECRET}, token_file: /etc/hostname}}\n")
+    with pytest.raises(ConfigError, match="web.remote: set token or token_file, not both") as refused:
+        load_config(path)
+    assert SECRET not in str(refused.value)
+
+
+def test_check_config_warns_when_a_file_with_secrets_is_world_readable(tmp_path):
+    secret_file = tmp_path / "remote.token"
+    secret_file.write_text(SECRET)
+    path = tmp_path / "maskgate.yaml"
+    path.write_text(yaml.safe_dump({"web": {"remote": {"enabled": True, "token_file": str(secret_file)}},
+                                    "mqtt": {"username": "door", "password": "broker-pw"}}))
+
+    def check() -> list[str]:
+        done = subprocess.run([sys.executable, "-m", "maskgate", "check-config", str(path)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stderr.splitlines()
+
+    for f in (path, secret_file):
+        f.chmod(0o644)
+    warned = check()
+    assert len(warned) == 2 and f"{secret_file} holds web.remote.token" in warned[0], warned
+    assert f"{path} holds mqtt.password and every user on this machine may read it" in warned[1]
+    assert SECRET not in "\n".join(warned) and "broker-pw" not in "\n".join(warned)
+    for f in (path, secret_file):
+        f.chmod(0o640)
+    assert check() == []
+
+
+def test_every_problem_is_named_in_words_on_one_line(tmp_path):
+    path = write(tmp_path, "camera: 5\ngpio:\n  relay: {pin: 99}\n  red_led: {pin: BOARD11}\n"
+                           "mqtt:\n  node_id: 'door 1'\nweb:\n  doors: [{name: Back, url: 'http://door2/x'}]\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    message = str(exc.value)
+    assert "\n" not in message
+    assert message == (f"{path}: camera: must be a section of keys (key: value lines below it); "
+                       "gpio.relay.pin: 99 is not a GPIO pin: give its BCM number, 0 to 27 (e.g. 17 or GPIO17); "
+                       "gpio.red_led.pin: 'BOARD11' is not a GPIO pin: give its BCM number, 0 to 27 (e.g. 17 or GPIO17); "
+                       "mqtt.node_id: may hold only letters, digits, '_' and '-'; "
+                       "web.doors.0.url: must be http://host:port or https://host:port, with no path")
+    assert "Config" not in message and "^" not in message, "no class names, no regular expressions"
+
+
+@pytest.mark.parametrize("pin", [0, 26, "GPIO26", "bcm4", "16"])
+def test_bcm_pins_0_to_27_are_accepted(pin):
+    assert Config.model_validate({"inputs": {"door_contact": {"pin": pin}}}).inputs.door_contact.pin == pin
+
+
+def test_yaml_errors_say_where_and_why(tmp_path):
+    path = write(tmp_path, "camera:\n  backend: [replay\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value) == f"{path}: not valid YAML at line 3, column 1: expected ',' or ']', but got '<stream end>'"

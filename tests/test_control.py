@@ -137,6 +137,16 @@ def test_a_fire_alarm_outranks_an_operators_lock_and_the_cli_says_so(daemon):
     assert not daemon.relay() and daemon.controller.state.who == "operator:nobody"
 
 
+def test_an_operator_silences_a_door_alarm_and_is_recorded(daemon):
+    path = daemon.server.path
+    done = door(path, "silence", groups=[OPERATORS])
+    assert done.returncode == 2 and done.stderr == "maskgate: the daemon refused: no door alarm is sounding\n"
+    daemon.controller.alarm("held_open")
+    done = door(path, "silence", "--reason", "wedged for a delivery", groups=[OPERATORS])
+    assert done.returncode == 0, done.stderr
+    assert daemon.rows() == [("alarm_silenced", "operator:nobody", "held open alarm silenced: wedged for a delivery")]
+
+
 def test_status_json_for_scripts(daemon):
     reply = send(daemon.server.path, {"command": "lock", "seconds": 30, "reason": "cleaning"})
     assert reply["door"]["layer"] == "manual_lock" and reply["door"]["who"] == "operator:root"
@@ -158,11 +168,16 @@ def raw(path: Path, data: bytes) -> dict:
 
 @pytest.mark.parametrize("data, error", [
     (b"not json\n", "request is not one JSON line"),
-    (b'{"command": "open"}\n', "command must be one of unlock, lock, auto, status"),
+    (b'{"command": "open"}\n', "command must be one of unlock, lock, auto, silence, status"),
     (b'["unlock"]\n', "command must be one of"),
-    (b'{"command": "unlock", "seconds": -5}\n', "seconds must be a number > 0"),
-    (b'{"command": "unlock", "seconds": true}\n', "seconds must be a number > 0"),
-    (b'{"command": "lock", "seconds": "10"}\n', "seconds must be a number > 0"),
+    (b'{"command": "unlock", "seconds": -5}\n', "seconds must be a number from 1 to 86400"),
+    (b'{"command": "unlock", "seconds": true}\n', "seconds must be a number from 1"),
+    (b'{"command": "lock", "seconds": "10"}\n', "seconds must be a number from 1"),
+    (b'{"command": "unlock", "seconds": 1e308}\n', "seconds must be a number from 1 to 86400"),
+    (b'{"command": "unlock", "seconds": 5e-324}\n', "seconds must be a number from 1"),
+    (b'{"command": "lock", "seconds": 0.5}\n', "seconds must be a number from 1"),
+    (b'{"command": "unlock", "seconds": NaN}\n', "seconds must be a number from 1"),
+    (b'{"command": "unlock", "seconds": Infinity}\n', "seconds must be a number from 1"),
     (b'{"command": "auto", "seconds": 10}\n', "auto takes no seconds"),
     (b'{"command": "unlock", "reason": 7}\n', "reason must be text"),
     (b'{"command": "unlock", "reason": "' + b"x" * 201 + b'"}\n', "at most 200 characters"),

@@ -28,6 +28,7 @@ from maskgate.records.events import EventLog
 from maskgate.sources import EndOfStream, Frame, ReplaySource, SourceError
 from maskgate.vision.core import FrameResult
 from maskgate.vision.classifier import MaskClassifier
+from web_rig import wait_for
 
 RELAY, GREEN, RED, BUZZER = 17, 27, 22, 24
 
@@ -86,7 +87,7 @@ def test_masked_person_unlocks_after_n_frames_and_relocks_after_unlock_seconds(c
     decisions = rig.decisions()
     assert decisions[:3] == ["checking", "checking", "granted"]
     assert decisions[2:12] == ["granted"] * 10 and decisions[12] == "cooldown"  # 1.0 s at 10 fps
-    assert rig.door_changes()[:2] == [(True, "mask worn"), (False, "mask worn")]
+    assert rig.door_changes()[:2] == [(True, "granted"), (False, "entry time over")]
     assert rig.relay_levels()[-1] == 0 and 1 in rig.relay_levels()
     outcomes = rig.outcomes()
     assert outcomes[:4] == ["started", "camera_ok", "door", "granted"] and outcomes[-1] == "stopped"
@@ -101,8 +102,12 @@ def test_no_mask_far_face_or_nobody_never_unlocks(core, scenes, tmp_path, scene)
     if scene == "bare":
         assert "denied" in rig.outcomes()
         assert 1 in [state for _, state in rig.factory.pin(RED).states]
+        (denied, *_) = [e for e in EventLog(rig.app.events.path.parent).list() if e.outcome == "denied"]
+        assert (denied.code, denied.reason, denied.face, denied.face_count) == ("no_mask", "no mask", 0, 1)
     else:
         assert set(rig.decisions()) == {"idle"}
+        reasons = {m.decision.reason for m in rig.timeline if isinstance(m, FrameProcessed)}
+        assert reasons == {"too_small" if scene == "far" else "no_face"}
 
 
 class FlakyCamera:
@@ -133,7 +138,7 @@ def test_camera_failure_relocks_and_reconnects(core, scenes, tmp_path):
     camera = FlakyCamera([scenes["masked"]] * 12, good=4)
     rig = Rig(core, tmp_path, camera)
     assert rig.run() == 0
-    assert rig.door_changes()[0] == (True, "mask worn"), "granted before the failure"
+    assert rig.door_changes()[0] == (True, "granted"), "granted before the failure"
     assert rig.door_changes()[1] == (False, "camera unavailable: camera 0: no frame")
     assert camera.opens == 3, "reconnected after a failed reopen"
     assert rig.outcomes().count("camera_lost") == 1 and "camera_ok" in rig.outcomes()
@@ -223,17 +228,17 @@ def test_a_stalled_frame_loop_cannot_stop_the_controller_and_starves_the_watchdo
     runner.start()
     try:
         assert camera.blocked.wait(30)
-        start = time.monotonic()
-        app.controller.request(Release(active=True))
-        while factory.pin(RELAY).state != 1 and time.monotonic() - start < 1:
-            time.sleep(0.001)
-        assert time.monotonic() - start < 0.1, "fire alarm obeyed within 100 ms with the loop stalled"
         stalled_at = time.monotonic()
-        time.sleep(2.5)
+        app.controller.request(Release(active=True))
+        wait_for(lambda: factory.pin(RELAY).state == 1, 30, "fire alarm obeyed with the loop stalled")
+        assert not camera.release.is_set(), "the loop was still stalled when the relay switched"
+        wait_for(lambda: app.problems(), 30, "the supervisor noticed the silent loop")
+        assert app.problems()[0].startswith("frame loop silent")
         pings = [t for t, f in notifier.sent if f == "WATCHDOG=1"]
         assert any(t > stalled_at for t in pings), "fed while the loop was only briefly stalled"
-        assert pings[-1] < stalled_at + 1.3, "no longer fed once the loop was stuck longer than stuck_seconds"
-        assert app.problems() and app.problems()[0].startswith("frame loop silent")
+        fed = len(notifier.sent)
+        time.sleep(1.0)  # ten watchdog intervals
+        assert "WATCHDOG=1" not in [f for _, f in notifier.sent[fed:]], "no longer fed once the loop is stuck"
     finally:
         app.stop()
         camera.release.set()
@@ -252,24 +257,26 @@ class SteadyCore:
         return FrameResult(640, 480, (), 2.0, 0.0)
 
 
-def loop_fps(tmp_path, core_stub, scenes, *, slow_listener: bool) -> float:
-    tiny = MaskClassifier(None)
-    core_stub.classifier = tiny
-    app = App(make_config(tmp_path / str(slow_listener)), core=core_stub, pin_factory=MockFactory(),
+def test_a_stuck_listener_never_holds_up_the_frame_loop(tmp_path, scenes):
+    """A listener that never returns only loses messages; the loop runs on. (Rates: ``maskgate.bench_loop``.)"""
+    core_stub = SteadyCore()
+    core_stub.classifier = MaskClassifier(None)
+    app = App(make_config(tmp_path), core=core_stub, pin_factory=MockFactory(),
               open_source=replay([scenes["empty"]] * 100_000))
-    frames = []
+    frames, release, stuck_in = [], threading.Event(), []
     app.bus.subscribe(FrameProcessed, lambda m: frames.append(m.time), name="count", maxlen=1_000_000)
-    if slow_listener:
-        app.bus.subscribe(FrameProcessed, lambda m: time.sleep(0.2), name="slow")
-    threading.Timer(2.0, app.stop).start()
-    app.run()
-    return len(frames) / 2.0
-
-
-def test_a_slow_listener_leaves_the_frame_rate_unchanged(tmp_path, scenes):
-    without = loop_fps(tmp_path, SteadyCore(), scenes, slow_listener=False)
-    with_slow = loop_fps(tmp_path, SteadyCore(), scenes, slow_listener=True)
-    assert with_slow >= 0.9 * without, (without, with_slow)
+    stuck = app.bus.subscribe(FrameProcessed, lambda m: (stuck_in.append(threading.current_thread().name),
+                                                         release.wait()), name="stuck", maxlen=5)
+    runner = threading.Thread(target=app.run)
+    runner.start()
+    try:
+        wait_for(lambda: stuck_in and len(frames) >= 200, 30, "frames flowed while the listener was stuck")
+        assert stuck.dropped > 0, "the stuck listener's messages were dropped, not queued"
+        assert stuck_in == [stuck_in[0]] and stuck_in[0] != "frame-loop", "the listener ran on its own thread"
+    finally:
+        release.set()
+        app.stop()
+        runner.join(30)
 
 
 @pytest.fixture
@@ -354,8 +361,8 @@ def test_with_no_camera_systemd_hears_ready_and_a_steady_watchdog(tmp_path):
     assert received[0][1].startswith("READY=1")
     assert any("camera lost, door locked" in m for _, m in received)
     pings = [t for t, m in received if "WATCHDOG=1" in m]
-    gaps = np.diff([start] + pings + [time.monotonic()])
-    assert len(pings) >= 15 and gaps.max() <= 7.5, gaps.max()
+    gaps = np.diff([received[0][0]] + pings)  # from READY on: start-up time is not the watchdog's
+    assert len(pings) >= 15 and gaps.max() < 15, f"fed within every 15 s watchdog period: {gaps.max():.1f} s"
     assert proc.returncode == 0
 
 
@@ -378,3 +385,36 @@ def test_events_json_after_a_run(daemon_config, tmp_path):
                          capture_output=True, text=True).stdout
     events = [json.loads(line) for line in out.splitlines()]
     assert [e["outcome"] for e in events] == ["started", "camera_ok", "stopped"]  # one frame: no decision yet
+
+
+def test_frame_rate_after_a_stall_is_the_rate_frames_came_at_not_a_spike():
+    from maskgate.loop import Rate
+
+    now = [0.0]
+    rate = Rate(window=2.0, clock=lambda: now[0])
+    for i in range(30):  # a 10 fps camera for 3 s
+        now[0] = i / 10
+        steady = rate.tick()
+    assert abs(steady - 10.0) < 0.01
+    now[0] += 1.0  # a one-second stall, then the replay catches up with ten frames at once
+    after = [rate.tick() for _ in range(10)]
+    assert max(after) <= 10.0
+    for i in range(1, 40):  # back to 10 fps
+        now[0] += 0.1
+        latest = rate.tick()
+    assert abs(latest - 10.0) < 0.01
+
+
+def test_run_without_gpio_says_how_to_try_it_in_one_line(tmp_path):
+    probe = subprocess.run([sys.executable, "-c", "from gpiozero import Device; Device.ensure_pin_factory()"],
+                           capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip("this machine has GPIO: gpiozero found a pin driver")
+    config = tmp_path / "maskgate.yaml"
+    config.write_text(yaml.safe_dump({"camera": {"backend": "scenes"}, "events": {"state_dir": str(tmp_path)},
+                                      "web": {"enabled": False}}))
+    done = subprocess.run([sys.executable, "-m", "maskgate", "run", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr
+    assert "gpio.pin_factory: mock" in done.stderr and "lgpio" in done.stderr

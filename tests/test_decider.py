@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from maskgate.vision.classifier import Prediction
+from maskgate.vision.classifier import LABELS, Prediction
 from maskgate.config import DecisionConfig
 from maskgate.access.decider import Decider
+from maskgate.access.reasons import TEXT, Reason
 from maskgate.access.verdict import Rule
 from maskgate.vision.detector import Face
 from maskgate.vision.core import FaceResult, FrameResult
@@ -31,8 +33,8 @@ def config(**overrides):
     return DecisionConfig(**{**base, **overrides})
 
 
-def rule(decision: DecisionConfig) -> Rule:
-    return Rule.from_config(decision, threshold_override=None, bundle_threshold=0.9)
+def rule(decision: DecisionConfig, nose_threshold: float | None = None) -> Rule:
+    return Rule.from_config(decision, threshold=0.9, nose_threshold=nose_threshold)
 
 
 def feed(decider, frames, *, start=0.0, step=0.1):
@@ -52,13 +54,13 @@ def test_masked_person_is_granted_after_n_frames_then_relocked_after_unlock_seco
     assert regranted[-1].outcome == "granted"
 
 
-@pytest.mark.parametrize("probs, reason", [(BARE, "no mask"), (NOSE_OUT, "cover your nose")])
+@pytest.mark.parametrize("probs, reason", [(BARE, Reason.NO_MASK), (NOSE_OUT, Reason.INCORRECT)])
 def test_unmasked_or_incorrect_never_unlocks_and_is_denied(probs, reason):
     decider = Decider(config(), rule=rule(config()))
     decisions = feed(decider, [frame(person(probs))] * 50)
     assert not any(d.unlocked for d in decisions)
     denied = [d for d in decisions if d.outcome == "denied"]
-    assert denied and reason in denied[0].reason
+    assert denied and denied[0].reason is reason and denied[0].face == 0
 
 
 def test_unsure_frames_ask_to_face_the_camera_and_neither_unlock_nor_deny():
@@ -66,7 +68,7 @@ def test_unsure_frames_ask_to_face_the_camera_and_neither_unlock_nor_deny():
     decisions = feed(decider, [frame(person(UNSURE))] * 50)
     assert {d.state for d in decisions} == {"checking"}
     assert {d.outcome for d in decisions} == {None}
-    assert decisions[-1].reason == "mask not clearly seen: face the camera"
+    assert decisions[-1].reason is Reason.UNSURE
 
 
 def test_masked_person_walking_up_unsure_is_let_in_without_a_denial_first():
@@ -87,7 +89,7 @@ def test_policy_all_denies_a_bare_face_beside_an_unsure_one():
     decider = Decider(config(policy="all"), rule=rule(config(policy="all")))
     two = frame(person(UNSURE, size=220), person(BARE, size=150, x=400))
     decisions = feed(decider, [two] * 3)
-    assert decisions[2].outcome == "denied" and "not everyone" in decisions[2].reason
+    assert (decisions[2].outcome, decisions[2].reason, decisions[2].face) == ("denied", Reason.NOT_EVERYONE, 1)
 
 
 def test_one_unmasked_frame_restarts_the_count():
@@ -101,13 +103,15 @@ def test_policy_all_denies_when_one_of_two_people_is_unmasked():
     two = frame(person(MASKED, size=220), person(BARE, size=150, x=400))
     decisions = feed(decider, [two] * 5)
     assert not any(d.unlocked for d in decisions)
-    assert decisions[2].outcome == "denied" and "not everyone" in decisions[2].reason
+    assert (decisions[2].outcome, decisions[2].reason, decisions[2].face) == ("denied", Reason.NOT_EVERYONE, 1)
+    assert decisions[2].people == 2
 
 
 def test_policy_nearest_lets_the_largest_face_decide():
     decider = Decider(config(policy="nearest"), rule=rule(config(policy="nearest")))
     two = frame(person(MASKED, size=220), person(BARE, size=150, x=400))
-    assert feed(decider, [two] * 3)[-1].outcome == "granted"
+    granted = feed(decider, [two] * 3)[-1]
+    assert (granted.outcome, granted.reason, granted.face) == ("granted", Reason.GRANTED, 0)
 
 
 def test_far_small_face_is_ignored():
@@ -115,7 +119,8 @@ def test_far_small_face_is_ignored():
     far_bare = frame(person(BARE, size=60))
     decisions = feed(decider, [far_bare] * 10)
     assert {d.state for d in decisions} == {"idle"}
-    assert decisions[0].reason == "no face close enough"
+    assert decisions[0].reason is Reason.TOO_SMALL
+    assert Decider(config(), rule=rule(config())).update(frame(), 0.0).reason is Reason.NO_FACE
     near_masked_far_bare = frame(person(MASKED, size=200), person(BARE, size=60, x=400))
     assert feed(Decider(config(min_face_px=120, policy="all"), rule=rule(config(min_face_px=120, policy="all"))), [near_masked_far_bare] * 3)[-1].unlocked
 
@@ -144,12 +149,45 @@ def test_a_grant_says_how_long_it_lasts():
 
 
 def test_nose_check_denies_a_confident_mask_whose_nose_is_out():
-    nose_rule = Rule.from_config(config(), threshold_override=None, bundle_threshold=0.9, nose_threshold=0.6)
+    nose_rule = rule(config(), nose_threshold=0.6)
     covered = FaceResult(person(MASKED).face, Prediction(MASKED, nose_covered=0.9))
     nose_out = FaceResult(person(MASKED).face, Prediction(MASKED, nose_covered=0.3))
     assert nose_rule.judge([covered]).outcome == "granted"
     verdict = nose_rule.judge([nose_out])
-    assert verdict.outcome == "denied" and "cover your nose" in verdict.reason
+    assert verdict.outcome == "denied" and verdict.reason is Reason.INCORRECT
     assert rule(config()).judge([nose_out]).outcome == "granted", "a bundle without a nose check ignores it"
     decider = Decider(config(), rule=nose_rule)
     assert not any(d.unlocked for d in feed(decider, [frame(nose_out)] * 20))
+
+
+def test_the_rule_takes_its_defaults_from_the_decision_config():
+    defaults = DecisionConfig()
+    built = rule(defaults)
+    assert (built.policy, built.min_face_px) == (defaults.policy, defaults.min_face_px)
+    with pytest.raises(TypeError):
+        Rule(threshold=0.9)  # no second set of defaults
+
+
+def test_counts_and_the_vectorised_grants_agree_with_judge():
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(len(LABELS)) * 0.5, size=500)
+    nose = np.where(rng.random(500) < 0.1, np.nan, rng.random(500))
+    sizes = rng.uniform(40, 200, size=500)
+    judged = rule(config(), nose_threshold=0.5)
+    grants = judged.grants(probs, nose)
+    for row, covered, size, grant in zip(probs, nose, sizes, grants):
+        face = FaceResult(person(MASKED, size=size).face,
+                          Prediction(dict(zip(LABELS, map(float, row))), None if np.isnan(covered) else float(covered)))
+        verdict = judged.judge([face])
+        assert judged.counts(face) == (size >= 80)
+        if judged.counts(face):
+            assert (verdict.outcome == "granted") == grant
+            assert (judged.refusal(face) is None) == grant
+        else:
+            assert (verdict.outcome, verdict.reason) == ("no_face", Reason.TOO_SMALL)
+    assert 0 < grants.sum() < len(grants), "both answers occur"
+
+
+def test_every_reason_code_has_words_and_is_its_string():
+    assert set(TEXT) == set(Reason) and all(TEXT[reason] for reason in Reason)
+    assert {Reason.NO_MASK: "view"}.get("no_mask") == "view" and f"{Reason.TOO_SMALL}" == "too_small"

@@ -88,3 +88,52 @@ def test_events_cli_without_a_log_is_one_line_error(tmp_path, capsys):
     assert main(["events", "--state-dir", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no event log yet" in err
+
+
+def test_events_cli_text_says_who_and_why(tmp_path, capsys):
+    log = EventLog(tmp_path)
+    now = time.time()
+    log.record(Event(now, "override", "unlocked: delivery", source="operator:alice", until=now + 900))
+    log.record(Event(now + 1, "granted", "mask worn", 1, ({"label": "with_mask", "confidence": 0.99,
+                                                          "box": [0, 0, 9, 9]},), 3.5, source="vision"))
+    log.record(Event(now + 2, "started", "daemon started"))
+    assert main(["events", "--state-dir", str(tmp_path)]) == 0
+    override, granted, started = capsys.readouterr().out.splitlines()
+    ends = time.strftime("%H:%M:%S", time.localtime(now + 900))
+    assert override.split()[2:] == ["override", "operator:alice", "unlocked:", "delivery", "until", ends]
+    assert granted.split()[2:5] == ["granted", "vision", "mask"] and granted.endswith("[with_mask 99%]")
+    assert started.split()[2:4] == ["started", "-"]
+
+
+def test_a_log_that_cannot_grow_is_a_health_state_and_its_rows_are_written_once_it_can(tmp_path, caplog):
+    """SQLite's own "database or disk is full" on a real file (max_page_count), without needing root."""
+    import logging
+
+    from maskgate.bus import EventBus
+    from maskgate.messages import EventLogChanged, Lifecycle
+    from maskgate.records.recorder import Recorder
+
+    caplog.set_level(logging.INFO)
+    bus, log = EventBus(), EventLog(tmp_path)
+    health: list[bool] = []
+    bus.subscribe(EventLogChanged, lambda m: health.append(m.ok), name="test")
+    recorder = Recorder(log, bus)
+    bus.publish(Lifecycle("started", "started", 1.0))
+    assert recorder.flush(5) and health == []
+    pages = log._db.execute("PRAGMA page_count").fetchone()[0]
+    log._db.execute(f"PRAGMA max_page_count = {pages}")
+    for i in range(200):  # rows until the file would have to grow
+        bus.publish(Lifecycle("error", f"row {i} " + "x" * 500, 2.0 + i))
+    assert not recorder.flush(5) and not recorder.ok
+    bus.drain()
+    assert health == [False]
+    failing = [r for r in caplog.records if r.name == "maskgate.records.recorder"]
+    assert len(failing) == 1 and "database or disk is full" in failing[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"
+
+    log._db.execute("PRAGMA max_page_count = 1000000")
+    bus.publish(Lifecycle("stopped", "stopped", 300.0))
+    assert recorder.flush(5) and recorder.ok
+    bus.close()
+    assert health == [False, True]
+    assert [e.reason for e in log.list()] == ["started"] + [f"row {i} " + "x" * 500 for i in range(200)] + ["stopped"]

@@ -284,10 +284,15 @@ def test_discovery_state_events_and_availability_from_a_replay(broker, core, sce
     assert {"checking", "granted"} <= set(states), states
     assert states.index("granted") > states.index("checking")
     last = watcher.json(f"{PREFIX}/state")[-1]
-    assert last["last_decision"] == "granted" and last["last_reason"] == "mask worn" and last["camera_ok"] is True
+    assert last["last_decision"] == "granted" and last["last_reason"] == "granted" and last["camera_ok"] is True
+    assert (last["last_reason_text"], last["last_face"]) == ("mask worn", 0)
     assert last["fps"] > 0 and isinstance(last["faces"], int)
+    assert {(s["reason"], s["reason_text"]) for s in watcher.json(f"{PREFIX}/state")} >= {
+        ("no_face", "no face"), ("granted", "mask worn")}
     events = watcher.json(f"{PREFIX}/event")
     assert [e["outcome"] for e in events if e["outcome"] in ("granted", "door")][:3] == ["door", "granted", "door"]
+    (granted, *_) = [e for e in events if e["outcome"] == "granted"]
+    assert (granted["code"], granted["reason"], granted["face"]) == ("granted", "mask worn", 0)
     assert events[0]["outcome"] == "camera_ok"
     door = watcher.json(f"{PREFIX}/door")
     assert any(d["door"] == "unlocked" and d["layer"] == "vision" for d in door) and door[-1]["door"] == "locked"
@@ -296,7 +301,8 @@ def test_discovery_state_events_and_availability_from_a_replay(broker, core, sce
     kept = retained(server.port)
     entities = check_discovery({t: p for t, p in kept.items() if t.startswith("homeassistant/")})
     assert set(entities) == {"binary_sensor/door", "sensor/vision", "sensor/last_decision", "sensor/faces",
-                             "sensor/fps", "binary_sensor/camera"}, "no lock entity without remote_unlock"
+                             "sensor/fps", "binary_sensor/camera", "binary_sensor/event_log"}, \
+        "no lock entity without remote_unlock"
     assert entities["binary_sensor/door"]["device_class"] == "lock"
     assert kept[f"{PREFIX}/availability"] == b"offline"
     assert json.loads(kept[f"{PREFIX}/state"])["last_decision"] == "granted"
@@ -340,8 +346,8 @@ def test_remote_unlock_over_tls_with_auth_goes_through_the_controller_and_the_ev
 
         watcher.publish(command, "UNLOCK")
         run.wait_relay(1)
-        assert (run.app.controller.state.layer, run.app.controller.state.who) == ("manual_unlock", "mqtt")
-        watcher.wait(lambda m: any(t == f"{PREFIX}/door" and b'"manual_unlock"' in p for t, p, _ in m), what="door")
+        assert (run.app.controller.state.layer, run.app.controller.state.who) == ("remote", "mqtt")
+        watcher.wait(lambda m: any(t == f"{PREFIX}/door" and b'"remote"' in p for t, p, _ in m), what="door")
         watcher.publish(command, "LOCK")
         run.wait_relay(0)
         watcher.wait(lambda m: sum(t == f"{PREFIX}/event" and b'"override"' in p for t, p, _ in m) >= 2, what="events")
@@ -356,7 +362,8 @@ def test_remote_unlock_over_tls_with_auth_goes_through_the_controller_and_the_ev
     published = [e for e in watcher.json(f"{PREFIX}/event") if e["outcome"] == "override"]
     assert [(e["source"], e["reason"]) for e in published] == [(e.source, e.reason) for e in rows]
     ignored = [r.getMessage() for r in caplog.records if "mqtt: ignored" in r.getMessage()]
-    assert len(ignored) == 2 + len(bad), ignored  # the stored command, clearing it (empty), the bad ones
+    # the stored command is logged; clearing it and the bad ones follow within 10 s: held back, not a flood
+    assert len(ignored) == 1 and "retained command" in ignored[0], ignored
     assert "retained command" in ignored[0]
     entities = check_discovery({t: p for t, p in kept.items() if t.startswith("homeassistant/")})
     assert "lock/door" in entities and "binary_sensor/door" not in entities
@@ -372,7 +379,7 @@ def test_broker_restart_reconnects_republishes_and_delivers_what_happened_meanwh
         server.stop()
         seen = len(watcher.messages)
         beat = run.app.heartbeat.last
-        run.app.controller.request(Unlock(who="operator:test", reason="during the outage", seconds=0.3))
+        run.app.controller.request(Unlock(source="operator", who="operator:test", reason="during the outage", seconds=0.3))
         time.sleep(1.5)
         assert run.app.heartbeat.last > beat, "the frame loop ran on with the broker away"
         server.start()
@@ -437,23 +444,34 @@ class SteadyCore:
         return FrameResult(640, 480, (), 2.0, 0.0)
 
 
-def loop_fps(tmp_path, scenes, mqtt_section: dict) -> float:
-    config = make_config(tmp_path, mqtt_section)
-    app = App(config, core=SteadyCore(), pin_factory=MockFactory(),
+def test_the_frame_loop_runs_on_with_the_broker_down_and_never_talks_to_it(tmp_path, scenes, monkeypatch):
+    """MQTT's work happens on its own threads: a dead broker costs the loop nothing. (Rates: bench_loop.)"""
+    from maskgate.services.mqtt import MqttService
+
+    threads = []
+    for name in ("_on_frame", "_on_event", "_deliver"):
+        original = getattr(MqttService, name)
+
+        def spy(self, *args, _original=original, **kwargs):
+            threads.append(threading.current_thread().name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(MqttService, name, spy)
+    app = App(make_config(tmp_path, {"port": free_port()}), core=SteadyCore(), pin_factory=MockFactory(),
               open_source=paced([scenes["empty"]] * 1_000_000, loop=False, fps=1e6))
     frames = []
     app.bus.subscribe(FrameProcessed, lambda m: frames.append(m.time), name="count", maxlen=1_000_000)
-    threading.Timer(3.0, app.stop).start()
-    app.run()
-    return len(frames) / 3.0
-
-
-def test_frame_rate_with_the_broker_down_equals_without_mqtt(tmp_path, scenes):
-    dead_port = free_port()
-    without = loop_fps(tmp_path / "off", scenes, {"enabled": False})
-    broker_down = loop_fps(tmp_path / "down", scenes, {"port": dead_port})
-    print(f"\nframe loop: {without:.0f} fps without MQTT, {broker_down:.0f} fps with the broker down")
-    assert broker_down >= 0.95 * without, (without, broker_down)
+    runner = threading.Thread(target=app.run)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60  # only stops a hung test
+        while not (threads and len(frames) >= 300) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(frames) >= 300, "frames flowed with the broker down"
+        assert threads and "frame-loop" not in threads, threads
+    finally:
+        app.stop()
+        runner.join(30)
 
 
 # --- configuration ---------------------------------------------------------------------------------
@@ -469,7 +487,7 @@ def write(tmp_path, section: dict) -> Path:
     ({"password": PASSWORD}, "mqtt: a password needs a username"),
     ({"username": "u", "password": PASSWORD, "password_file": "/x"}, "set password or password_file, not both"),
     ({"username": "u", "password": PASSWORD, "port": 0}, "mqtt.port: Input should be greater than or equal to 1"),
-    ({"username": "u", "password": PASSWORD, "topic_prefix": "a/#"}, "mqtt.topic_prefix: String should match"),
+    ({"username": "u", "password": PASSWORD, "topic_prefix": "a/#"}, "mqtt.topic_prefix: must not contain '#' or '+' nor end with '/'"),
     ({"password": {"nested": PASSWORD}}, "mqtt.password: Input should be a valid string"),
     ({"tls": {"certfile": "/c.pem"}}, "mqtt.tls: certfile and keyfile go together"),
 ])
@@ -503,3 +521,26 @@ def test_check_config_refuses_missing_mqtt_files(tmp_path, section, message):
     done = subprocess.run([sys.executable, "-m", "maskgate", "check-config", str(write(tmp_path, section))],
                           capture_output=True, text=True)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_shadow_runs_counts_are_published_retained(broker, core, scenes, tiny_bundles, tmp_path):
+    from maskgate.cli import main
+    from maskgate.vision.bundles import pack
+
+    pack(tiny_bundles["int8"], tmp_path / "b.tar")
+    where = ["--state-dir", str(tmp_path / "state")]
+    assert main(["model", "install", str(tmp_path / "b.tar"), *where]) == 0
+    assert main(["model", "shadow", "--hours", "1", *where]) == 0
+    server = broker()
+    run = Running(make_config(tmp_path, {"port": server.port}), core, paced([scenes["masked"]] * 20, loop=True))
+    try:
+        shadow = next(s for s in run.app.services if s.name == "shadow")
+        watcher = Watcher(server.port)
+        watcher.wait(lambda m: any(t == f"{PREFIX}/model/shadow" for t, _, _ in m), timeout=30, what="shadow counts")
+        watcher.close()
+        counts = watcher.json(f"{PREFIX}/model/shadow")[-1]
+        assert counts["bundle"] == shadow.models.status()["staged"] and counts["frames"] > 0
+        assert counts["finished"] is False and set(counts["verdicts"]) <= {"granted", "unsure", "no_mask"}
+    finally:
+        run.stop()
+    assert json.loads(retained(server.port)[f"{PREFIX}/model/shadow"])["finished"] is False

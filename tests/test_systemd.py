@@ -54,3 +54,25 @@ def test_scripts_parse_and_check_for_root(script):
     assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
     text = path.read_text()
     assert 'id -u)" -eq 0' in text
+
+
+def run_path_link_lines(script: str, root: Path) -> None:
+    """The script's lines about /usr/local/bin/maskgate, run with / moved to ``root``."""
+    lines = [line.replace("/usr/local/bin", f"{root}/usr/local/bin").replace("/opt/maskgate", f"{root}/opt/maskgate")
+             for line in (ROOT / "systemd" / script).read_text().splitlines() if "/usr/local/bin/maskgate" in line]
+    assert lines, f"{script} does not handle /usr/local/bin/maskgate"
+    subprocess.run(["bash", "-euc", f'prefix={root}/opt/maskgate\n' + "\n".join(lines)], check=True)
+
+
+def test_install_puts_the_service_binary_on_the_path_and_uninstall_removes_only_that(tmp_path):
+    (tmp_path / "usr/local/bin").mkdir(parents=True)
+    link = tmp_path / "usr/local/bin/maskgate"
+    binary = Path(unit_settings()["ExecStart"][0].split()[0].replace("/opt/maskgate", f"{tmp_path}/opt/maskgate"))
+    run_path_link_lines("install.sh", tmp_path)
+    run_path_link_lines("install.sh", tmp_path)  # re-running upgrades in place
+    assert link.is_symlink() and Path(link.readlink()) == binary
+    run_path_link_lines("uninstall.sh", tmp_path)
+    assert not link.exists() and not link.is_symlink()
+    link.write_text("#!/bin/sh\n")  # somebody else's maskgate
+    run_path_link_lines("uninstall.sh", tmp_path)
+    assert link.read_text() == "#!/bin/sh\n"

@@ -16,10 +16,9 @@ from maskgate.sources.scenes import door_scene
 from maskgate_train.cli import main as train_cli
 from maskgate_train.dataset import add_synthetic, load_prepared
 from maskgate_train.errors import DataError
-from maskgate.access.verdict import Rule
 from maskgate.config import DecisionConfig
 from maskgate.vision.classifier import Prediction
-from maskgate_train.evaluate import (choose_threshold, choose_with_nose, door_over_time, door_verdicts, granted,
+from maskgate_train.evaluate import (choose_threshold, choose_with_nose, door_over_time, door_rule, door_verdicts,
                                      held_out_threshold, jittered, tradeoff)
 from maskgate_train.prepare import dhash, read_voc, split_of
 from maskgate_train.recipe import run_evaluate, run_export, run_holdout, run_prepare, run_train, run_train_nose
@@ -121,7 +120,7 @@ def test_prepare_train_evaluate_holdout_export_and_load_on_the_device(prepared, 
     # One epoch from scratch is nearly uniform, so compare probabilities rather than argmax labels.
     assert metadata["metrics"]["parity"]["max_abs_prob_difference"] < 0.05
     assert metadata["metrics"]["leave_one_source_out"]["scenes"]["crops"] == n_scenes
-    for name in ("classifier.tflite", "metadata.json", "report.md", "report.json", "confusion.png"):
+    for name in ("classifier.tflite", "metadata.json", "report.md", "report.json", "confusion.png", "reference.npz"):
         assert (bundle / name).is_file(), name
     report = (bundle / "report.md").read_text()
     assert "| scenes | trained without it |" in report and "| unlicensed | shipped recipe |" in report
@@ -166,12 +165,12 @@ def test_door_verdicts_are_what_the_device_rule_says_per_true_label():
         (probs(with_mask=0.6, without_mask=0.3, incorrect_mask=0.1), masked, 0.9),  # below the threshold
     ]
     p, labels, nose = (np.array(column) for column in zip(*faces))
-    told = door_verdicts(p, labels, 0.9, nose, 0.75)
-    assert told["with_mask"] == {"mask worn": 2, "mask not clearly seen: face the camera": 1}
-    assert told["incorrect_mask"] == {"mask worn incorrectly: cover your nose and mouth": 2}
-    assert told["without_mask"] == {"no mask": 1}
-    assert door_verdicts(p, labels, 0.9)["incorrect_mask"] == {
-        "mask worn": 1, "mask worn incorrectly: cover your nose and mouth": 1}, "without a nose check"
+    told = door_verdicts(p, labels, door_rule(0.9, 0.75), nose)
+    assert told["with_mask"] == {"granted": 2, "unsure": 1}
+    assert told["incorrect_mask"] == {"incorrect": 2}
+    assert told["without_mask"] == {"no_mask": 1}
+    assert door_verdicts(p, labels, door_rule(0.9))["incorrect_mask"] == {
+        "granted": 1, "incorrect": 1}, "without a nose check"
 
 
 def test_a_jittered_frame_moves_the_keypoints_with_the_face():
@@ -197,22 +196,11 @@ def test_door_over_time_feeds_the_device_decider_jittered_frames():
     crops = np.stack([np.full((128, 128, 3), v, np.uint8) for v in (230, 20, 128)])
     points = [np.array([[40, 50], [88, 50], [64, 70], [50, 95], [78, 95]], np.float32)] * 3
     labels = np.array([LABELS.index(k) for k in ("with_mask", "without_mask", "incorrect_mask")])
-    rule = Rule(threshold=0.9, nose_threshold=0.75)
+    rule = door_rule(0.9, 0.75)
     outcomes = door_over_time(classify, crops, points, labels, rule=rule, decision=DecisionConfig())
     assert outcomes == {"with_mask": {"granted": 1}, "without_mask": {"denied": 1}, "incorrect_mask": {"checking": 1}}
     too_short = door_over_time(classify, crops, points, labels, rule=rule, decision=DecisionConfig(), seconds=0.2)
     assert too_short["with_mask"] == {"checking": 1}, "two frames are fewer than frames_to_decide"
-
-
-def test_the_vectorised_grant_rule_agrees_with_the_device_rule():
-    rng = np.random.default_rng(3)
-    probs = rng.dirichlet(np.ones(len(LABELS)) * 0.5, size=400)
-    labels = rng.integers(len(LABELS), size=400)
-    nose = np.where(rng.random(400) < 0.1, np.nan, rng.random(400))
-    grants = granted(probs, 0.7, nose, 0.5)
-    told = door_verdicts(probs, labels, 0.7, nose, 0.5)
-    for k, label in enumerate(LABELS):
-        assert told[label].get("mask worn", 0) == grants[labels == k].sum()
 
 
 def test_distillation_targets_keep_the_label_largest_and_sum_to_one():
@@ -271,8 +259,8 @@ def test_threshold_grants_at_most_half_a_percent_of_validation_faces_without_a_m
     p_with = np.where(labels == 0, rng.uniform(0.6, 1.0, labels.size), rng.uniform(0.0, 0.97, labels.size))
     probs = np.stack([p_with, (1 - p_with) * 0.7, (1 - p_with) * 0.3], axis=1)
     threshold = choose_threshold(probs, labels)
-    assert granted(probs[labels != 0], threshold).mean() <= 0.005
-    assert granted(probs[labels == 0], threshold).mean() > 0
+    assert door_rule(threshold).grants(probs[labels != 0]).mean() <= 0.005
+    assert door_rule(threshold).grants(probs[labels == 0]).mean() > 0
 
 
 def test_bare_only_threshold_holds_bare_faces_and_ignores_incorrect_masks():
@@ -282,9 +270,9 @@ def test_bare_only_threshold_holds_bare_faces_and_ignores_incorrect_masks():
     p_with = np.select([labels == 1], [rng.uniform(0.0, 0.7, labels.size)], rng.uniform(0.6, 1.0, labels.size))
     probs = np.stack([p_with, (1 - p_with) * 0.7, (1 - p_with) * 0.3], axis=1)
     threshold = choose_threshold(probs, labels, max_rate=0.01, bare_only=True)
-    assert granted(probs[labels == 1], threshold).mean() <= 0.01
+    assert door_rule(threshold).grants(probs[labels == 1]).mean() <= 0.01
     assert threshold < choose_threshold(probs, labels, max_rate=0.01), "incorrect masks do not push it up"
-    assert granted(probs[labels == 0], threshold).mean() > 0.5
+    assert door_rule(threshold).grants(probs[labels == 0]).mean() > 0.5
 
 
 def nose_case(seed: int, *, nose_sees: bool):
@@ -304,7 +292,7 @@ def test_nose_threshold_lets_in_more_masked_faces_at_no_more_false_grants():
     probs, labels, nose = nose_case(3, nose_sees=True)
     t, u = choose_with_nose(probs, labels, nose, max_bare_rate=0.01)
     face_only = choose_threshold(probs, labels, max_rate=0.01, bare_only=True)
-    with_nose, alone = granted(probs, t, nose, u), granted(probs, face_only)
+    with_nose, alone = door_rule(t, u).grants(probs, nose), door_rule(face_only).grants(probs)
     assert 0 < u < 1 and t < face_only
     assert with_nose[labels == 1].mean() <= 0.01
     assert with_nose[labels != 0].mean() <= alone[labels != 0].mean()
@@ -314,8 +302,8 @@ def test_nose_threshold_lets_in_more_masked_faces_at_no_more_false_grants():
 def test_a_nose_check_that_sees_nothing_is_not_used():
     probs, labels, nose = nose_case(4, nose_sees=False)
     t, u = choose_with_nose(probs, labels, nose, max_bare_rate=0.01)
-    gained = granted(probs, t, nose, u)[labels == 0].mean() - granted(
-        probs, choose_threshold(probs, labels, max_rate=0.01, bare_only=True))[labels == 0].mean()
+    gained = door_rule(t, u).grants(probs, nose)[labels == 0].mean() - door_rule(
+        choose_threshold(probs, labels, max_rate=0.01, bare_only=True)).grants(probs)[labels == 0].mean()
     assert u == 0.0 or gained < 0.02
 
 
@@ -334,7 +322,7 @@ def test_held_out_threshold_pools_sources_and_checks_each_on_a_threshold_chosen_
     threshold, nested = held_out_threshold(held_out)
     probs = np.concatenate([p for p, _ in held_out.values()])
     labels = np.concatenate([y for _, y in held_out.values()])
-    assert granted(probs[labels != 0], threshold).mean() <= 0.005
+    assert door_rule(threshold).grants(probs[labels != 0]).mean() <= 0.005
     assert threshold > choose_threshold(*held_out["a"]), "source b's incorrect masks score high: the pool must see them"
     assert set(nested) == {"a", "b", "c"}
     without_b = [np.concatenate([held_out[s][i] for s in "ac"]) for i in (0, 1)]

@@ -7,6 +7,7 @@ import http.client
 import json
 import socket
 import subprocess
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from maskgate.access.reasons import Reason
 from maskgate.config import Config, load_config
 from maskgate.errors import ConfigError
 from maskgate.messages import FrameProcessed
@@ -49,7 +51,7 @@ def test_defaults_serve_the_kiosk_on_loopback_port_8080():
     ("remote: {enabled: true, token: short-secret}", "needs remote.token of at least 16 characters"),
     ("host: 0.0.0.0", "web: host 0.0.0.0 is beyond loopback: set remote.enabled (with a token) first"),
     ("port: 70000", "web.port: Input should be less than or equal to 65535"),
-    ("doors: [{name: Back, url: 'ftp://x'}]", "web.doors.0.url: String should match pattern"),
+    ("doors: [{name: Back, url: 'ftp://x'}]", "web.doors.0.url: must be http://host:port or https://host:port, with no path"),
 ])
 def test_bad_web_configs_are_refused_without_showing_the_secret(tmp_path, web, message):
     path = tmp_path / "c.yaml"
@@ -70,13 +72,14 @@ def test_remote_beyond_loopback_with_a_long_token_is_accepted_and_the_token_stay
 # --- what the kiosk says ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("state, reason, near, title, tone", [
-    ("granted", "mask worn", 1, "Welcome — door open", "go"),
-    ("denied", "no mask", 1, "Please wear a mask", "stop"),
-    ("denied", "mask worn incorrectly: cover your nose and mouth", 1, "Please cover your nose", "warn"),
-    ("denied", "mask not clearly seen: face the camera", 1, "Please face the camera", "warn"),
-    ("checking", "mask not clearly seen: face the camera", 1, "Please face the camera", "warn"),
-    ("checking", "no mask", 1, "Checking…", "wait"),
-    ("checking", "no mask", 2, "One person at a time", "warn"),
+    ("granted", Reason.GRANTED, 1, "Welcome — door open", "go"),
+    ("denied", Reason.NO_MASK, 1, "Please wear a mask", "stop"),
+    ("denied", Reason.INCORRECT, 1, "Please cover your nose", "warn"),
+    ("denied", Reason.UNSURE, 1, "Please face the camera", "warn"),
+    ("denied", Reason.NOT_EVERYONE, 2, "Everyone must wear a mask", "stop"),
+    ("checking", Reason.UNSURE, 1, "Please face the camera", "warn"),
+    ("checking", Reason.NO_MASK, 1, "Checking…", "wait"),
+    ("checking", Reason.NO_MASK, 2, "One person at a time", "warn"),
     ("camera_lost", "camera unavailable: camera 0: no frame", 0, "Camera unavailable — door locked", "locked"),
     ("emergency", "fire alarm", 0, "Emergency — door released", "alarm"),
     ("override_locked", "maintenance", 0, "Door locked by staff", "locked"),
@@ -104,7 +107,7 @@ def test_status_and_events_follow_the_door(tmp_path, core, scenes):
             return json.loads(get(web, "/api/v1/status")[2])
 
         denied = wait_for(lambda: (s := status())["state"] == "denied" and s, what="denied")
-        assert denied["door"] == "locked" and denied["reason"] == "no mask" and denied["camera_ok"] is True
+        assert denied["door"] == "locked" and denied["reason"] == "no_mask" and denied["camera_ok"] is True
         assert denied["view"]["title"] == "Please wear a mask"
         assert [f["label"] for f in denied["faces"]] == ["without_mask"]
         assert len(denied["faces"][0]["box"]) == 4 and 0 < denied["faces"][0]["confidence"] <= 1
@@ -141,7 +144,9 @@ def test_remote_needs_the_token(tmp_path, core, scenes):
         assert get(web, "/api/v1/status")[0] == 200, "127.0.0.1 needs no token"
 
         form = {"Content-Type": "application/x-www-form-urlencoded"}
-        assert get(web, "/login", source=remote, method="POST", body="token=wrong-token-0123456", headers=form)[0] == 401
+        code, _, page = get(web, "/login", source=remote, method="POST", body="token=wrong-token-0123456", headers=form)
+        assert code == 401 and b'role="alert" data-role="error">That token was not accepted' in page
+        assert b'data-role="error" hidden>' in get(web, "/login", source=remote)[2], "no message before a try"
         code, headers, _ = get(web, "/login", source=remote, method="POST", body=f"token={TOKEN}", headers=form)
         assert code == 303 and headers["location"] == "/remote"
         cookie = headers["set-cookie"].split(";")[0]
@@ -176,7 +181,7 @@ def test_previews_are_encoded_only_while_someone_watches_and_at_a_capped_rate(tm
                 if isinstance(message, bytes):
                     frames.append(message)
         assert frames and all(f.startswith(b"\xff\xd8") for f in frames), "JPEGs"
-        assert 4 <= len(frames) <= 12, f"{len(frames)} previews in 2 s at preview_fps 5"
+        assert len(frames) <= 12, f"{len(frames)} previews in 2 s: never above preview_fps 5 (+ slack)"
         time.sleep(0.5)
         after = channel.jpegs
         time.sleep(1.0)
@@ -223,12 +228,15 @@ class SteadyCore:
         return self.result
 
 
-def test_three_preview_viewers_leave_the_frame_rate_unchanged(tmp_path, core, scenes, monkeypatch):
-    """Previews are drawn off the frame loop: even a slow encoder (30 ms a preview, 30 a second: 0.9 s of
-    every second) leaves a camera-paced loop at its rate. (The flat-out figures: ``maskgate.bench_web``.)"""
+def test_three_preview_viewers_are_served_off_the_frame_loop(tmp_path, core, scenes, monkeypatch):
+    """Previews are drawn off the frame loop: with a slow encoder (30 ms a preview) and three viewers the
+    loop never draws one and keeps taking frames. (The rates: ``maskgate.bench_web``.)"""
     from maskgate.services.web import live
 
+    drawn_on = []
+
     def slow_preview(*args, **kwargs):
+        drawn_on.append(threading.current_thread().name)
         time.sleep(0.03)
         return real_preview(*args, **kwargs)
 
@@ -236,29 +244,22 @@ def test_three_preview_viewers_leave_the_frame_rate_unchanged(tmp_path, core, sc
     monkeypatch.setattr(live, "draw_preview", slow_preview)
     stub = SteadyCore(core)
     stub.result = core.process(scenes["bare"])  # a face to draw on every preview
-    rates = []
-    for viewers in (0, 3):
-        camera = SceneCamera(scenes, "bare", fps=100)
-        config = web_config(tmp_path / str(viewers), preview_fps=30)
-        with running(config, stub, camera) as (app, web), ExitStack() as stack:
-            clients = [stack.enter_context(ws_connect(web, "?preview=1")) for _ in range(viewers)]
-            frames = []
-            app.bus.subscribe(FrameProcessed, frames.append, name="count", maxlen=1_000_000)
-            start = time.monotonic()
-            got = 0
-            while time.monotonic() - start < 3.0:
-                if clients:
-                    for client in clients:
-                        while True:
-                            try:
-                                got += isinstance(client.recv(timeout=0.001), bytes)
-                            except TimeoutError:
-                                break
-                else:
-                    time.sleep(0.01)
-            rates.append(len(frames) / (time.monotonic() - start))
-            assert viewers == 0 or got > 3 * 20, "the viewers were sent previews"
-    assert rates[0] > 50 and rates[1] >= 0.9 * rates[0], rates
+    camera = SceneCamera(scenes, "bare", fps=100)
+    with running(web_config(tmp_path, preview_fps=30), stub, camera) as (app, web), ExitStack() as stack:
+        clients = [stack.enter_context(ws_connect(web, "?preview=1")) for _ in range(3)]
+        frames = []
+        app.bus.subscribe(FrameProcessed, frames.append, name="count", maxlen=1_000_000)
+        received = [0] * len(clients)
+        deadline = time.monotonic() + 60  # only stops a hung test
+        while (min(received) < 5 or len(frames) < 200) and time.monotonic() < deadline:
+            for n, client in enumerate(clients):
+                try:
+                    received[n] += isinstance(client.recv(timeout=0.01), bytes)
+                except TimeoutError:
+                    pass
+        assert min(received) >= 5, f"every viewer was sent previews: {received}"
+        assert len(frames) >= 200, "the loop kept taking frames while previews were drawn"
+        assert drawn_on and "frame-loop" not in drawn_on, set(drawn_on)
 
 
 def test_kiosk_mode_is_an_install_option_with_an_off_switch():

@@ -76,6 +76,7 @@ def running(config: Config, core, camera):
 
 
 def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
+    """Poll ``predicate`` until it holds; the deadline only stops a hung test (it is no speed claim)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

@@ -33,6 +33,7 @@ from .messages import Lifecycle
 from .records.events import EventLog
 from .records.recorder import Recorder
 from .sources import files_or_video, make_source
+from .vision.bundles import installed_bundle
 from .vision.classifier import MaskClassifier, default_bundle_dir, model_files, read_metadata
 from .vision.core import InferenceCore
 from .vision.detector import FaceDetector, default_model_path
@@ -59,6 +60,8 @@ SERVICES: list[str] = [
     "maskgate.services.control:build",
     "maskgate.services.mqtt:build",
     "maskgate.services.web:build",
+    "maskgate.records.collector:build",
+    "maskgate.services.shadow:build",
 ]
 
 
@@ -67,10 +70,17 @@ def _builder(spec: str) -> Callable[["App"], Service | None]:
     return getattr(importlib.import_module(module), name)
 
 
+def classifier_bundle(config: Config) -> Path:
+    """The door's model: classifier.model_dir, else the bundle ``maskgate model activate`` made active, else
+    the shipped one."""
+    return (config.classifier.model_dir or installed_bundle(config.events.resolved_state_dir())
+            or default_bundle_dir())
+
+
 def build_core(config: Config) -> InferenceCore:
     return InferenceCore(
         build_detector(config),
-        MaskClassifier(config.classifier.model_dir, num_threads=config.classifier.num_threads),
+        MaskClassifier(classifier_bundle(config), num_threads=config.classifier.num_threads),
     )
 
 
@@ -85,8 +95,7 @@ def build_detector(config: Config, *, model_path: Path | None = None, num_thread
 
 
 def decision_rule(config: Config, classifier: MaskClassifier) -> Rule:
-    return Rule.from_config(config.decision, threshold_override=config.classifier.threshold,
-                            bundle_threshold=classifier.threshold,
+    return Rule.from_config(config.decision, threshold=_pick(config.classifier.threshold, classifier.threshold),
                             nose_threshold=_pick(config.classifier.nose_threshold, classifier.nose_threshold))
 
 
@@ -96,7 +105,7 @@ def _pick(override: float | None, bundle: float | None) -> float | None:
 
 def preflight(config: Config) -> None:
     """What the daemon would refuse at start beyond the schema: model files, the replay source."""
-    bundle = config.classifier.model_dir or default_bundle_dir()
+    bundle = classifier_bundle(config)
     metadata = read_metadata(bundle)
     for path in model_files(bundle, metadata):
         if not path.is_file():
@@ -122,10 +131,14 @@ class App:
         self._closed = False
         self.config, self.clock = config, clock
         self.bus = EventBus()
-        self.core = core or build_core(config)
-        self.decider = Decider(config.decision, rule=decision_rule(config, self.core.classifier))
         self.pin_factory = pin_factory or config.gpio.make_pin_factory()
-        self.door = build_door(config.gpio, pin_factory=self.pin_factory)
+        self.door = build_door(config.gpio, pin_factory=self.pin_factory)  # first: no GPIO fails fast, in one line
+        try:
+            self.core = core or build_core(config)
+        except BaseException:
+            self.door.close()
+            raise
+        self.decider = Decider(config.decision, rule=decision_rule(config, self.core.classifier))
         self.controller = DoorController(self.door, bus=self.bus, clock=clock)
         self.events = EventLog(config.events.resolved_state_dir(), snapshot_denied=config.events.snapshot_denied,
                                snapshot_retention_days=config.events.snapshot_retention_days)
@@ -146,13 +159,15 @@ class App:
             self.close()
             raise
 
-    def run(self) -> int:
-        """Start everything, supervise until stopped or the loop ends, then lock and shut down."""
+    def run(self, *, on_ready: Callable[[], None] = lambda: None) -> int:
+        """Start everything (``on_ready`` once the services listen), supervise until stopped or the loop
+        ends, then lock and shut down."""
         self.bus.publish(Lifecycle("started", "daemon started", time.time()))
         self.controller.start()
         try:
             for service in self.services:
                 service.start()
+            on_ready()
             self._loop_thread.start()
             self.notifier.ready("daemon started; door locked")
             self._supervise()
@@ -183,14 +198,17 @@ class App:
         self.stop_event.set()
         if self._loop_thread.is_alive():
             self._loop_thread.join(timeout=5.0)
+        # The door locks first, then the services stop: MQTT publishes the locked door and "offline"
+        # before it disconnects, so what the broker retains is true after every stop.
+        self.controller.close("daemon stopped")
+        self.bus.publish(Lifecycle("stopped", "door locked, daemon stopped", time.time()))
         for service in reversed(self.services):
             try:
                 service.stop()
             except Exception:
                 log.exception("stopping %s failed", service.name)
-        self.controller.close("daemon stopped")
-        self.bus.publish(Lifecycle("stopped", "door locked, daemon stopped", time.time()))
         self.bus.close(timeout=5.0)
+        self.recorder.close()
         self.events.close()
         self.door.close()
         self.notifier.stopping()
@@ -225,17 +243,24 @@ class App:
             reported = problems
 
 
-def run_daemon(config: Config, *, console: bool = False) -> int:
-    """``maskgate run``/``demo``: the App with signal handling (and, for people watching, a console)."""
+def run_daemon(config: Config, *, console: bool = False, banner: str = "") -> App:
+    """``maskgate run``/``demo``: the App with signal handling; prints its pages' addresses once they listen,
+    then ``banner``, then (``console``: for people watching) every change of state. Returns the stopped App."""
     logging.basicConfig(level=config.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     app = App(config)
     if console:
         from .services.console import ConsoleReporter
 
-        ConsoleReporter(app.bus, pages=lambda: [f"{s.name}: {s.url}/" for s in app.services if getattr(s, "url", None)])
+        ConsoleReporter(app.bus)
+
+    def ready() -> None:
+        for service in app.services:
+            if getattr(service, "url", None):
+                print(f"kiosk page: {service.url}/  (open it in a browser)", flush=True)
+        if banner:
+            print(banner, flush=True)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: app.stop())
-    code = app.run()
-    if console:
-        print(f"door locked; {len(EventLog(app.events.path.parent).list())} events in {app.events.path}")
-    return code
+    app.run(on_ready=ready)
+    return app

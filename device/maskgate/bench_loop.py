@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .app import App
-from .bench import peak_rss_mb
+from .bench import peak_rss_mb, stage_line
 from .config import Config
 from .messages import FrameProcessed
 from .sources import make_source
@@ -97,10 +97,22 @@ def main(argv: list[str] | None = None) -> None:
         config = bench_config(Path(state))
         config.classifier.model_dir = args.model
         report = soak(config, seconds=args.seconds)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print("\n".join(f"{k:<20} {v}" for k, v in report.items()))
+    print(json.dumps(report) if args.json else format_report(report, seconds=args.seconds))
+
+
+def format_report(report: dict, *, seconds: float) -> str:
+    """The soak's figures for people: rates, latencies, memory, and memory over time (at most 12 samples)."""
+    samples = report["rss_mb_over_time"]
+    shown = samples[:: max(1, -(-len(samples) // 12))]
+    if shown[-1] != samples[-1]:
+        shown.append(samples[-1])
+    return "\n".join([
+        f"{report['frames']} frames in {seconds:g} s: {report['loop_fps']} fps through the whole loop",
+        *(stage_line(stage, report[stage]) for stage in ("detect_ms", "classify_ms") if stage in report),
+        f"peak RSS  {report['peak_rss_mb']} MB; growth {report['rss_growth_mb']:+.2f} MB over the last "
+        f"{report['rss_growth_window_s']} s",
+        "RSS over time: " + ", ".join(f"{t} s {mb} MB" for t, mb in shown),
+    ])
 
 
 if __name__ == "__main__":

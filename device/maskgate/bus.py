@@ -10,7 +10,9 @@ its own thread and its own bounded queue:
 - ``when`` filters in the publisher's thread (cheap predicates only), so a subscriber that wants one
   frame in a thousand (decisions) is never flooded out by the other 999;
 - ``keep`` maps a message to what is queued, in the publisher's thread: a queue that may back up for
-  long (MQTT while the broker is away) keeps ``messages.without_image`` copies, not ~1 MB frames.
+  long (MQTT while the broker is away) keeps ``messages.without_image`` copies, not ~1 MB frames;
+- ``batch=True`` hands the handler everything queued at once, as a list (the event log commits it in
+  one transaction); ``Subscription.flush`` waits until what was offered before it has been handled.
 
 A handler that raises is logged and the subscription carries on.
 """
@@ -30,9 +32,11 @@ class Subscription:
     """One subscriber: a bounded queue drained by its own thread."""
 
     def __init__(self, name: str, types: tuple[type, ...], handler: Callable[[Any], None], *,
-                 when: Callable[[Any], bool] | None, maxlen: int, keep: Callable[[Any], Any] | None = None):
-        self.name, self.types, self.handler, self.when, self.keep = name, types, handler, when, keep
+                 when: Callable[[Any], bool] | None, maxlen: int, keep: Callable[[Any], Any] | None = None,
+                 batch: bool = False):
+        self.name, self.types, self.handler, self.when, self.keep, self.batch = name, types, handler, when, keep, batch
         self.dropped = 0
+        self._offered = self._done = 0  # messages queued / handled or dropped, ever
         self._queue: deque = deque(maxlen=maxlen)
         self._ready = threading.Condition()
         self._busy = False
@@ -48,8 +52,10 @@ class Subscription:
         with self._ready:
             if len(self._queue) == self._queue.maxlen:
                 self.dropped += 1
+                self._done += 1
             self._queue.append(message)
-            self._ready.notify()
+            self._offered += 1
+            self._ready.notify_all()
 
     @property
     def alive(self) -> bool:
@@ -58,6 +64,12 @@ class Subscription:
     def idle(self) -> bool:
         with self._ready:
             return not self._queue and not self._busy
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every message offered before this call has been handled (or dropped); False on timeout."""
+        with self._ready:
+            mark = self._offered
+            return self._ready.wait_for(lambda: self._done >= mark, timeout)
 
     def close(self, timeout: float) -> None:
         """Handle what is queued, then stop (waits at most ``timeout`` seconds)."""
@@ -73,7 +85,11 @@ class Subscription:
                     self._ready.wait()
                 if not self._queue:
                     return
-                message = self._queue.popleft()
+                if self.batch:
+                    message = list(self._queue)
+                    self._queue.clear()
+                else:
+                    message = self._queue.popleft()
                 self._busy = True
             try:
                 self.handler(message)
@@ -82,6 +98,8 @@ class Subscription:
             finally:
                 with self._ready:
                     self._busy = False
+                    self._done += len(message) if self.batch else 1
+                    self._ready.notify_all()
 
 
 class EventBus:
@@ -93,9 +111,10 @@ class EventBus:
 
     def subscribe(self, types: type | tuple[type, ...], handler: Callable[[Any], None], *, name: str,
                   when: Callable[[Any], bool] | None = None, latest: bool = False,
-                  maxlen: int = 1000, keep: Callable[[Any], Any] | None = None) -> Subscription:
+                  maxlen: int = 1000, keep: Callable[[Any], Any] | None = None, batch: bool = False) -> Subscription:
         types = types if isinstance(types, tuple) else (types,)
-        subscription = Subscription(name, types, handler, when=when, maxlen=1 if latest else maxlen, keep=keep)
+        subscription = Subscription(name, types, handler, when=when, maxlen=1 if latest else maxlen, keep=keep,
+                                    batch=batch)
         with self._lock:
             self._subscriptions = [*self._subscriptions, subscription]
         return subscription

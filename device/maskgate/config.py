@@ -7,10 +7,12 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator,
+                      model_validator)
 
 from .errors import ConfigError
 from .vision.detector import FIRST_PASS_SIZE, INPUT_SIZE, MIN_SIDE
@@ -18,6 +20,30 @@ from .vision.detector import FIRST_PASS_SIZE, INPUT_SIZE, MIN_SIDE
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def read_secret(path: Path, key: str) -> str:
+    """The first line of a secret file (never quoted in an error)."""
+    try:
+        return next(iter(Path(path).read_text(encoding="utf-8").splitlines()), "")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ValueError(f"{key}: {path}: cannot read ({reason})") from None
+
+
+def secret_from(data: object, key: str, *, env: str | None = None) -> object:
+    """A section's raw ``key`` taken from ``$env`` (wins) or from the first line of ``<key>_file``, so the
+    YAML itself need not hold the secret (a before-validator's helper)."""
+    if not isinstance(data, dict):
+        return data
+    file_key = f"{key}_file"
+    if data.get(key) is not None and data.get(file_key) is not None:
+        raise ValueError(f"set {key} or {file_key}, not both")
+    if env and os.environ.get(env):
+        return {**data, key: os.environ[env]}
+    if data.get(file_key) is not None:
+        return {**data, key: read_secret(data[file_key], file_key)}
+    return data
 
 
 class CameraConfig(Section):
@@ -32,8 +58,14 @@ class CameraConfig(Section):
     url: str | None = Field(None, description="backend network: rtsp://… or http://… (MJPEG)")
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     username: str | None = Field(None, description="or $MASKGATE_CAMERA_USERNAME (wins)")
-    password: SecretStr | None = Field(None, description="or $MASKGATE_CAMERA_PASSWORD (wins)")
+    password: SecretStr | None = Field(None, description="or password_file, or $MASKGATE_CAMERA_PASSWORD (wins)")
+    password_file: Path | None = None
     stream_timeout_seconds: float = Field(5.0, gt=0, le=60, description="connecting, or waiting for a frame")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_from_file(cls, data: object) -> object:
+        return secret_from(data, "password")
 
     @model_validator(mode="after")
     def _replay_needs_a_path(self) -> "CameraConfig":
@@ -94,8 +126,19 @@ class DecisionConfig(Section):
     cooldown_seconds: float = Field(2.0, ge=0, le=300)
 
 
+def bcm_pin(pin: object) -> int | str:
+    """A GPIO pin by its BCM number, 0–27: 17, "17", "GPIO17" or "BCM17" (kept as given)."""
+    match = re.fullmatch(r"(?:GPIO|BCM)?(\d{1,2})", str(pin).strip().upper()) if isinstance(pin, (int, str)) else None
+    if isinstance(pin, bool) or match is None or int(match.group(1)) > 27:
+        raise ValueError(f"{pin!r} is not a GPIO pin: give its BCM number, 0 to 27 (e.g. 17 or GPIO17)")
+    return pin
+
+
+GpioPin = Annotated[Union[int, str], BeforeValidator(bcm_pin)]
+
+
 class PinConfig(Section):
-    pin: Union[int, str]
+    pin: GpioPin
     active_high: bool = True
 
 
@@ -121,7 +164,7 @@ class GpioConfig(Section):
 
 
 class InputPinConfig(Section):
-    pin: Union[int, str]
+    pin: GpioPin
     active_high: bool = Field(False, description="active when the pin reads high; false: when pulled to ground")
     pull_up: bool | None = Field(True, description="internal pull-up (true) or pull-down (false); null: external")
     bounce_seconds: float = Field(0.05, ge=0, le=1, description="a level counts once it has held this long")
@@ -147,6 +190,8 @@ class ControlConfig(Section):
     socket_path: Path | None = Field(None, description="default: $RUNTIME_DIRECTORY/control.sock (systemd); "
                                      "with neither, no socket")
     group: str | None = Field("maskgate-operators", description="may use the socket; null: the daemon's user only")
+    max_override_seconds: float = Field(86400.0, ge=1, le=31 * 86400,
+                                        description="longest `maskgate door unlock|lock --for` (default 24 h)")
 
     def resolved_socket_path(self) -> Path | None:
         runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
@@ -160,6 +205,18 @@ class EventsConfig(Section):
 
     def resolved_state_dir(self) -> Path:
         return self.state_dir or Path(os.environ.get("STATE_DIRECTORY", "/var/lib/maskgate").split(":")[0])
+
+
+class CollectConfig(Section):
+    """Keeps face crops at this door, with the model's answer, for an operator to label (off by default)."""
+
+    enabled: bool = False
+    keep: Literal["unsure", "denied", "all"] = Field(
+        "unsure", description="unsure: the mask was not clearly seen; denied: those and every refusal; all: every face")
+    retention_days: float = Field(14.0, gt=0, le=365, description="older crops are deleted, labelled or not")
+    max_images: int = Field(2000, ge=1, le=100_000, description="beyond this the oldest unlabelled crops go first")
+    every_seconds: float = Field(1.0, ge=0, le=3600, description="at most one frame's faces kept this often")
+    site: str | None = Field(None, max_length=100, description="names the site in exports; null = the host name")
 
 
 class DaemonConfig(Section):
@@ -177,9 +234,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+REMOTE_TOKEN_ENV, API_TOKEN_ENV = "MASKGATE_REMOTE_TOKEN", "MASKGATE_API_TOKEN"
+
+
 class RemoteConfig(Section):
     enabled: bool = False
-    token: SecretStr | None = Field(None, description="bearer token for /remote and the API from other hosts")
+    token: SecretStr | None = Field(None, description="bearer token for /remote and the API from other hosts; "
+                                    f"or token_file, or ${REMOTE_TOKEN_ENV} (wins)")
+    token_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file_or_environment(cls, data: object) -> object:
+        return secret_from(data, "token", env=REMOTE_TOKEN_ENV)
 
 
 class DoorLink(Section):
@@ -187,19 +254,45 @@ class DoorLink(Section):
 
     name: str = Field(min_length=1)
     url: str = Field(pattern=r"^https?://[^/\s]+/?$", description="e.g. http://door2.local:8080")
-    token: SecretStr | None = None
+    token: SecretStr | None = Field(None, description="or token_file")
+    token_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file(cls, data: object) -> object:
+        return secret_from(data, "token")
 
 
 class ApiConfig(Section):
     """The classify API (``POST /api/v1/classify``, docs/integrators.md)."""
 
     enabled: bool = False
-    token: SecretStr | None = Field(None, description="bearer token every caller sends, from loopback too")
+    token: SecretStr | None = Field(None, description="bearer token every caller sends, from loopback too; "
+                                    f"or token_file, or ${API_TOKEN_ENV} (wins)")
+    token_file: Path | None = None
     max_body_bytes: int = Field(10_000_000, ge=1024, le=100_000_000)
     max_pixels: int = Field(4096 * 4096, ge=64 * 64, le=100_000_000, description="width × height")
     rate_per_minute: int = Field(60, ge=1, le=100_000, description="requests per client address")
     workers: int = Field(1, ge=1, le=8, description="inference threads, each with its own models")
-    queue: int = Field(4, ge=1, le=100, description="requests waiting for a worker; beyond: 503")
+    queue: int = Field(2, ge=1, le=100, description="requests waiting for a worker; beyond: 503 (workers + queue "
+                       "bodies of up to max_body_bytes are held at most)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file_or_environment(cls, data: object) -> object:
+        return secret_from(data, "token", env=API_TOKEN_ENV)
+
+
+class WebLimitsConfig(Section):
+    """What one client may hold: connections and the time it takes to send a request."""
+
+    connections: int = Field(200, ge=8, le=2000, description="open connections (WebSockets included); beyond, "
+                             "new ones are closed at once (this machine keeps a few more): well under LimitNOFILE")
+    connections_per_client: int = Field(32, ge=2, le=10_000, description="per client address (IPv6: per /64); "
+                                        "a trusted proxy is exempt")
+    header_seconds: float = Field(10.0, gt=0, le=300, description="to send a request's headers; also the longest "
+                                  "pause while sending its body")
+    keep_alive_seconds: int = Field(5, ge=1, le=300, description="an idle connection between requests is closed then")
 
 
 class WebConfig(Section):
@@ -207,9 +300,32 @@ class WebConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535, description="0: any free port")
     preview_fps: float = Field(10.0, gt=0, le=30, description="most JPEG previews a second, while someone watches")
+    allowed_hosts: list[str] = Field([], description="names and addresses browsers reach this server by, beyond "
+                                     "loopback and web.host (the Host header); any other gets 403")
+    trusted_proxies: list[str] = Field([], description="reverse proxies (addresses or networks) whose "
+                                       "X-Forwarded-For names the client; nobody else's is believed")
+    limits: WebLimitsConfig = WebLimitsConfig()
     remote: RemoteConfig = RemoteConfig()
     doors: list[DoorLink] = []
     api: ApiConfig = ApiConfig()
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _bare_host_names(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if not re.fullmatch(r"[A-Za-z0-9.-]+|\[?[0-9A-Fa-f:.]+\]?", host):
+                raise ValueError(f"{host!r} is not a host name or address (no scheme, port or *)")
+        return [h.strip("[]").lower() for h in hosts]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses_or_networks(cls, proxies: list[str]) -> list[str]:
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy!r} is not an address or network") from None
+        return proxies
 
     @model_validator(mode="after")
     def _remote_rules(self) -> "WebConfig":
@@ -284,10 +400,9 @@ class MqttConfig(Section):
             return os.environ[MQTT_PASSWORD_ENV]
         if self.password_file is not None:
             try:
-                return next(iter(self.password_file.read_text(encoding="utf-8").splitlines()), "")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = getattr(exc, "strerror", None) or type(exc).__name__
-                raise ConfigError(f"mqtt.password_file: {self.password_file}: cannot read ({reason})") from None
+                return read_secret(self.password_file, "mqtt.password_file")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         return self.password.get_secret_value() if self.password is not None else None
 
     def check_files(self) -> None:
@@ -308,6 +423,7 @@ class Config(Section):
     inputs: InputsConfig = InputsConfig()
     control: ControlConfig = ControlConfig()
     events: EventsConfig = EventsConfig()
+    collect: CollectConfig = CollectConfig()
     daemon: DaemonConfig = DaemonConfig()
     mqtt: MqttConfig = MqttConfig()
     web: WebConfig = WebConfig()
@@ -345,17 +461,45 @@ def pins_in_use(config: Config) -> dict[str, str]:
     return {key: re.sub(r"^(GPIO|BCM)", "", str(pin.pin).upper()) for key, pin in pins.items()}
 
 
+class DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (plain YAML keeps the last one, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the constructor names it
+                continue
+            if first is not None:
+                where = f"twice at line {line}" if first == line else f"at lines {first} and {line}"
+                raise DuplicateKey(f"duplicate key {key!r} {where}")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config; any problem is a ConfigError naming the file and key path."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeys)  # noqa: S506 (a SafeLoader)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where else ""
-        raise ConfigError(f"{path}: not valid YAML{line}") from None
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None)
+        raise ConfigError(f"{path}: not valid YAML{at}" + (f": {problem}" if problem else "")) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -363,9 +507,56 @@ def load_config(path: str | Path) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        message = "unknown key (check spelling)" if error["type"] == "extra_forbidden" else error["msg"]
-        message = message.removeprefix("Value error, ")
-        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{path}: {key}: {message}{more}") from None
+        raise ConfigError(f"{path}: " + "; ".join(_problem(error) for error in exc.errors())) from None
+
+
+# What a key's pattern asks for, in words (the schema's regular expressions are not for people).
+PATTERN_WORDS = {
+    r"^https?://[^/\s]+/?$": "must be http://host:port or https://host:port, with no path",
+    r"^[A-Za-z0-9_-]+$": "may hold only letters, digits, '_' and '-'",
+    r"^[^#+]*[^#+/]$": "must not contain '#' or '+' nor end with '/'",
+}
+SECTION_ERRORS = {"model_type", "model_attributes_type", "dict_type"}
+
+
+def _problem(error: dict) -> str:
+    """One schema error as "key.path: what is wrong", in words (no class names, no regular expressions)."""
+    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key (check spelling)"
+    elif kind in SECTION_ERRORS:
+        message = "must be a section of keys (key: value lines below it)"
+    elif kind == "string_pattern_mismatch":
+        message = PATTERN_WORDS.get(error["ctx"]["pattern"], "is not in the expected form")
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+    return f"{key}: {message}"
+
+
+def exposed_secrets(config: Config, path: Path) -> list[str]:
+    """Warnings for files that hold this config's secrets and that every user on the machine may read."""
+    web, mqtt = config.web, config.mqtt
+    held = [  # (key, the secret or None, the file that holds it: its own *_file, else the config itself)
+        ("web.remote.token", web.remote.token, web.remote.token_file, REMOTE_TOKEN_ENV),
+        ("web.api.token", web.api.token, web.api.token_file, API_TOKEN_ENV),
+        *((f"web.doors.{i}.token", d.token, d.token_file, None) for i, d in enumerate(web.doors)),
+        ("mqtt.password", mqtt.password or mqtt.password_file, mqtt.password_file, MQTT_PASSWORD_ENV),
+        ("mqtt.tls.keyfile", mqtt.tls and mqtt.tls.keyfile, mqtt.tls and mqtt.tls.keyfile, None),
+        ("camera.password", config.camera.password, config.camera.password_file, "MASKGATE_CAMERA_PASSWORD"),
+        ("camera.url", urlsplit(config.camera.url or "").password, None, None),  # rtsp://user:password@…
+    ]
+    files: dict[Path, list[str]] = {}
+    for key, secret, file, env in held:
+        if secret and not (env and os.environ.get(env)):
+            files.setdefault(Path(file or path), []).append(key)
+    warnings = []
+    for file, keys in files.items():
+        try:
+            readable = file.stat().st_mode & 0o004
+        except OSError:
+            continue
+        if readable:
+            warnings.append(f"{file} holds {', '.join(keys)} and every user on this machine may read it "
+                            "(chmod 640; chown root:maskgate)")
+    return warnings

@@ -56,6 +56,33 @@ class InputChanged:
 
 
 @dataclass(frozen=True)
+class EventLogChanged:
+    """The event log stopped accepting writes (disk full, I/O error), or accepts them again."""
+
+    ok: bool
+    detail: str
+    time: float
+
+
+@dataclass(frozen=True)
+class AlarmSilenced:
+    """An operator acknowledged a door alarm (forced or held open): its buzzer stopped."""
+
+    alarm: str
+    who: str
+    reason: str
+    time: float
+
+
+@dataclass(frozen=True)
+class ShadowCounted:
+    """A shadow run's counts so far (``maskgate model shadow``): how the staged model would judge the frames."""
+
+    result: dict
+    time: float
+
+
+@dataclass(frozen=True)
 class Lifecycle:
     """The daemon started, stopped or failed."""
 

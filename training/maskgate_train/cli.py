@@ -7,10 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from maskgate.vision.classifier import LABELS, default_bundle_dir
 from maskgate.errors import MaskgateError
 
 from .errors import DataError
+from .imagenet import PORTED_FILE, TFLITE_FILE, run_port
 from .recipe import run_evaluate, run_export, run_holdout, run_prepare, run_train, run_train_nose
 from .train import Hyperparameters, find_imagenet_weights
 
@@ -18,6 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SOURCES = ["scenes", "chandrikadeb7"]  # licensed: may train the shipped model
 HELDOUT_SOURCES = ["ilc2021", "dsmasters", "rmfd"]  # research/, no licence: measured, never trained on
 DEFAULT_TEMPLATES = REPO_ROOT.parent / "shared" / "data" / "mask-templates"
+DEFAULT_IMAGENET_TFLITE = REPO_ROOT.parent / "shared" / "models" / "imagenet" / TFLITE_FILE
+BACKBONES = (0.35, 1.0)  # MobileNetV2 widths with offline ImageNet weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,15 +46,32 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--keras-home", type=Path, default=REPO_ROOT.parent / "shared" / "keras",
                            help="folder with models/<ImageNet .h5> (default ../shared/keras)")
             p.add_argument("--no-imagenet", action="store_true", help="train from scratch (tests only)")
+            p.add_argument("--backbone", type=float, default=Hyperparameters.alpha, choices=BACKBONES,
+                           help="the face model's MobileNetV2 width: 0.35 (ImageNet .h5 from --keras-home) or 1.0 "
+                                "(ImageNet weights ported once from --imagenet-tflite into the work dir; the "
+                                "nose check stays 0.35)")
+            p.add_argument("--imagenet-tflite", type=Path, default=DEFAULT_IMAGENET_TFLITE,
+                           help="int8 MobileNetV2-1.0 ImageNet TFLite model the 1.0 backbone is ported from")
+            p.add_argument("--fine-tune-from", default=Hyperparameters.fine_tune_from, metavar="LAYER",
+                           help="the face model's backbone is fine-tuned from this layer on "
+                                "(default %(default)s; earlier = deeper)")
             p.add_argument("--templates", type=Path, default=DEFAULT_TEMPLATES,
                            help="MaskTheFace mask templates for synthetic masks (default ../shared/data/mask-templates)")
             p.add_argument("--head-epochs", type=int, default=Hyperparameters.head_epochs)
             p.add_argument("--fine-tune-epochs", type=int, default=Hyperparameters.fine_tune_epochs)
+            p.add_argument("--seed", type=int, default=Hyperparameters.seed,
+                           help="training seed (runs differ by several points: compare variants over seeds)")
             p.add_argument("--teachers", type=int, default=Hyperparameters.teachers, choices=range(0, 9), metavar="N",
                            help="train N teacher face models first and distil their mean prediction into the model: "
                                 "steadier from run to run, N+1 times the training time (default 0)")
         p.add_argument("--bundle", type=Path, default=default_bundle_dir(), help="model bundle directory to write")
 
+    port = steps.add_parser("port-imagenet", help="port MobileNetV2-1.0 ImageNet weights from TFLite to Keras "
+                                                  "(once; train --backbone 1.0 does it when needed)")
+    port.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "maskgate-train")
+    port.add_argument("--imagenet-tflite", type=Path, default=DEFAULT_IMAGENET_TFLITE)
+    port.add_argument("--check-photos", type=Path, metavar="DIR",
+                      help="photos both models must give the same ImageNet class (default: test/ beside the model)")
     common(steps.add_parser("prepare", help="detect and crop faces, dedupe, split, write the manifest"), data=True)
     common(steps.add_parser("train", help="transfer-train MobileNetV2 on the prepared crops"), model=True)
     common(steps.add_parser("train-nose", help="train the nose check (is the nose covered?) on nose patches"),
@@ -58,12 +80,28 @@ def build_parser() -> argparse.ArgumentParser:
     common(steps.add_parser("export", help="int8 TFLite bundle + report (with any leave-one-source-out results)"))
     everything = steps.add_parser("all", help="prepare, train, evaluate, [holdout] and export in one go")
     common(everything, data=True, model=True)
+    everything.add_argument("--site-data", type=Path, metavar="SITE_TAR",
+                            help="a site's labelled faces (maskgate collect export) join training; the bundle is "
+                                 "refused if its false grants on the measure-only sources rise above the shipped one's")
+    everything.add_argument("--site-weight", type=float, default=2.0, metavar="W",
+                            help="each site face counts W times in training (default 2)")
+    everything.add_argument("--site-holdout", type=float, default=0.3, metavar="SHARE",
+                            help="share of the site's faces held out for its figures (default 0.3)")
     everything.add_argument("--holdout", nargs="*", default=None, metavar="SOURCE",
                             help="sources to leave out one at a time (train without, test on all of it) before the "
                                  "threshold is chosen; default every training source")
     holdout = steps.add_parser("holdout", help="train without one source, test on all of it (unseen-photo figure)")
     common(holdout, model=True)
     holdout.add_argument("--source", required=True, help="the source to hold out, e.g. scenes")
+
+    common(steps.add_parser("reference", help="write the bundle's reference embeddings (for maskgate model adapt) "
+                                              "from the prepared validation and test photos"))
+    measure_adapt = steps.add_parser("measure-adapt", help="what maskgate model adapt gains when a measure-only source "
+                                                           "stands in for the site (docs/teach.md)")
+    common(measure_adapt)
+    measure_adapt.add_argument("--site", required=True, metavar="SOURCE", help="the measure-only source, e.g. rmfd")
+    measure_adapt.add_argument("--counts", nargs="+", type=int, default=[25, 100, 300], metavar="K")
+    measure_adapt.add_argument("--draws", type=int, default=5, metavar="N")
 
     detectors = steps.add_parser("detectors", help="compare face detectors on the shared data (docs/detectors.md)")
     detectors.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
@@ -114,24 +152,49 @@ def run(args: argparse.Namespace) -> dict | int | str:
 
         return collect(args.source, args.out, label=args.label, every=args.every, count=args.count,
                        size=args.size, margin=args.margin, show=args.show)
+    if args.step == "reference":
+        from .dataset import load_prepared
+        from .export import write_reference
+
+        prepared = load_prepared(args.work_dir, exclude_sources=("site",))
+        splits = [prepared[name] for name in ("val", "test")]
+        count = write_reference(args.bundle, np.concatenate([s.images for s in splits]),
+                                np.concatenate([s.labels for s in splits]))
+        return f"{count} reference faces in {args.bundle}"
+    if args.step == "measure-adapt":
+        from .adapt_measure import measure
+
+        return measure(args.work_dir, args.bundle, site=args.site, counts=args.counts, draws=args.draws)
+    if args.step == "port-imagenet":
+        return port_imagenet(args.imagenet_tflite, args.work_dir, args.check_photos)
     excluded = tuple(args.exclude_source)
     if args.step in ("train", "train-nose", "all", "holdout"):
-        weights = None if args.no_imagenet else find_imagenet_weights(args.keras_home)
-        hp = Hyperparameters(head_epochs=args.head_epochs, fine_tune_epochs=args.fine_tune_epochs,
-                             teachers=args.teachers)
+        nose_weights = None if args.no_imagenet else find_imagenet_weights(args.keras_home)
+        weights = nose_weights if args.no_imagenet or args.backbone == 0.35 else (
+            args.work_dir / PORTED_FILE if (args.work_dir / PORTED_FILE).is_file()
+            else Path(port_imagenet(args.imagenet_tflite, args.work_dir)["weights"]))
+        hp = Hyperparameters(alpha=args.backbone, fine_tune_from=args.fine_tune_from, head_epochs=args.head_epochs,
+                             fine_tune_epochs=args.fine_tune_epochs, teachers=args.teachers, seed=args.seed)
         if not (args.templates / "masks" / "masks.cfg").is_file():
             raise DataError(f"{args.templates}: mask templates not found (masks/masks.cfg)")
     if args.step == "holdout":
         return run_holdout(args.work_dir, source=args.source, hp=hp, weights=weights, templates=args.templates)["float"]
     result = {}
+    site_data = getattr(args, "site_data", None)
+    if site_data is not None and args.bundle.resolve() == default_bundle_dir().resolve():
+        raise DataError("a site's bundle goes beside the shipped one: give --bundle DIR")
     if args.step in ("prepare", "all"):
         result["prepare"] = run_prepare(args.data, args.work_dir, sources=args.sources, input_size=args.input_size,
                                         margin=args.margin, heldout_sources=args.heldout_sources)
+    if site_data is not None:
+        from .site import add_site_data
+
+        result["site"] = add_site_data(args.work_dir, site_data, weight=args.site_weight, holdout=args.site_holdout)
     if args.step in ("train", "all"):
         result["train"] = run_train(args.work_dir, args.bundle, hp=hp, weights=weights, templates=args.templates,
                                     exclude_sources=excluded)
     if args.step in ("train-nose", "all"):
-        result["train-nose"] = run_train_nose(args.work_dir, hp=hp, weights=weights, templates=args.templates,
+        result["train-nose"] = run_train_nose(args.work_dir, hp=hp, weights=nose_weights, templates=args.templates,
                                               exclude_sources=excluded)
     if args.step == "all":
         for source in args.sources if args.holdout is None else args.holdout:
@@ -141,7 +204,18 @@ def run(args: argparse.Namespace) -> dict | int | str:
         result["evaluate"] = {"threshold": run_evaluate(args.work_dir, args.bundle, exclude_sources=excluded)["threshold"]}
     if args.step in ("export", "all"):
         result["export"] = run_export(args.work_dir, args.bundle, exclude_sources=excluded)["metrics"]["parity"]
+    if site_data is not None:
+        from .site import check_site_bundle
+
+        result["site-check"] = check_site_bundle(args.work_dir, args.bundle, default_bundle_dir())
     return result
+
+
+def port_imagenet(tflite: Path, work_dir: Path, check_photos: Path | None = None) -> dict:
+    """The ported weights in the work dir, proven on the check photos."""
+    folder = check_photos or tflite.parent / "test"
+    photos = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".bmp", ".jpg", ".jpeg", ".png"))
+    return run_port(tflite, work_dir / PORTED_FILE, photos)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,7 @@ from maskgate.vision.frames import IMAGE_SUFFIXES, read_image
 from maskgate.vision.litert import load_interpreter
 
 from .errors import DataError
+from .prepare import VOC_LABELS
 
 YUNET_SIZES = (128, 160, 192, 224, 256, 320, 416, 640)
 FIRST_PASS_SIZES = (128, 160, 192, 224, 256)
@@ -299,10 +300,6 @@ class Tally:
     def rate(self, key: str) -> float | None:
         hit, total = self.found.get(key, (0, 0))
         return round(100.0 * hit / total, 1) if total else None
-
-
-VOC_LABELS = {"with_mask": "with_mask", "without_mask": "without_mask",
-              "mask_weared_incorrect": "incorrect_mask", "with_incorrect_mask": "incorrect_mask"}
 
 
 def scene_photos(data: Path, every: int):

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 
 from maskgate.access.decider import Decider
-from maskgate.access.verdict import GRANTED_REASON, Rule, judge_frame
+from maskgate.access.reasons import Reason
+from maskgate.access.verdict import Rule
 from maskgate.config import DecisionConfig
 from maskgate.vision.classifier import LABELS, Prediction
 from maskgate.vision.core import FaceResult, FrameResult
@@ -16,6 +17,7 @@ from maskgate.vision.detector import Face
 
 MAX_FALSE_GRANT_RATE = 0.005  # faces without a correct mask granted at most this often
 MAX_BARE_GRANT_RATE = 0.01  # the shipped rule: bare faces from sources never trained on granted at most this often
+DECISION = DecisionConfig()  # the device's default decision settings
 WITH_MASK = LABELS.index("with_mask")
 WITHOUT_MASK = LABELS.index("without_mask")
 
@@ -51,12 +53,17 @@ def held_out_threshold(held_out: dict[str, tuple[np.ndarray, np.ndarray]], *,
     return threshold, nested
 
 
+def door_rule(threshold: float, nose_threshold: float | None = None) -> Rule:
+    """The device's rule at these thresholds, with the device's default decision settings."""
+    return Rule.from_config(DECISION, threshold=threshold, nose_threshold=nose_threshold)
+
+
 def tradeoff(probs: np.ndarray, labels: np.ndarray, thresholds, nose: np.ndarray | None = None,
              nose_threshold: float | None = None) -> list[dict]:
     """Faces without a correct mask granted (bare and incorrect apart) vs masked faces granted, per threshold."""
     rows = []
     for t in thresholds:
-        g = granted(probs, float(t), nose, nose_threshold)
+        g = door_rule(float(t), nose_threshold).grants(probs, nose)
         rows.append({"threshold": float(t), "masked_granted": _rate(g, labels == WITH_MASK),
                      "not_masked_granted": _rate(g, labels != WITH_MASK),
                      "bare_granted": _rate(g, labels == LABELS.index("without_mask")),
@@ -94,26 +101,16 @@ def _rate(grants: np.ndarray, which: np.ndarray) -> float:
     return float(grants[which].mean()) if which.any() else float("nan")
 
 
-def granted(probs: np.ndarray, threshold: float, nose: np.ndarray | None = None,
-            nose_threshold: float | None = None) -> np.ndarray:
-    """The door's rule per face: labelled with_mask, p ≥ threshold and, with a nose check, p(nose
-    covered) ≥ nose_threshold (NaN: no landmarks, no check)."""
-    grants = (probs.argmax(1) == WITH_MASK) & (probs[:, WITH_MASK] >= threshold)
-    if nose is not None and nose_threshold is not None:
-        grants &= ~(nose < nose_threshold)
-    return grants
-
-
-def door_verdicts(probs: np.ndarray, labels: np.ndarray, threshold: float, nose: np.ndarray | None = None,
-                  nose_threshold: float | None = None) -> dict[str, dict[str, int]]:
-    """What the door tells each face, per true label: the device's own ``judge_frame`` on a frame
-    holding just that face (NaN nose: no landmarks, no check)."""
+def door_verdicts(probs: np.ndarray, labels: np.ndarray, rule: Rule,
+                  nose: np.ndarray | None = None) -> dict[str, dict[str, int]]:
+    """What the door tells each face, per true label, as reason codes: the device's own ``Rule`` on
+    each face alone (NaN nose: no landmarks, no check)."""
     face = Face((0.0, 0.0, 1.0, 1.0), 1.0, ())
     told: dict[str, dict[str, int]] = {label: {} for label in LABELS}
     for i, (row, label) in enumerate(zip(probs, labels)):
         covered = None if nose is None or np.isnan(nose[i]) else float(nose[i])
         prediction = Prediction(dict(zip(LABELS, map(float, row))), covered)
-        reason = judge_frame([FaceResult(face, prediction)], threshold=threshold, nose_threshold=nose_threshold).reason
+        reason = (rule.refusal(FaceResult(face, prediction)) or Reason.GRANTED).value
         told[LABELS[label]][reason] = told[LABELS[label]].get(reason, 0) + 1
     return told
 
@@ -161,11 +158,11 @@ def choose_with_nose(probs: np.ndarray, labels: np.ndarray, nose: np.ndarray, *,
     often than by the face model alone at its own threshold. (t, 0.0) when the check does not help."""
     masked, bare, negative = labels == WITH_MASK, labels == WITHOUT_MASK, labels != WITH_MASK
     face_only = choose_threshold(probs, labels, max_rate=max_bare_rate, bare_only=True)
-    cap = _rate(granted(probs, face_only), negative)
-    best = (_rate(granted(probs, face_only), masked), face_only, 0.0)
+    cap = _rate(door_rule(face_only).grants(probs), negative)
+    best = (_rate(door_rule(face_only).grants(probs), masked), face_only, 0.0)
     for u in np.arange(0.05, 1.0, 0.05):
         for t in np.linspace(0.5, 0.999, 500):
-            grants = granted(probs, t, nose, u)
+            grants = door_rule(float(t), float(u)).grants(probs, nose)
             if (_rate(grants, bare) <= max_bare_rate and _rate(grants, negative) <= cap
                     and _rate(grants, masked) > best[0]):
                 best = (_rate(grants, masked), float(t), round(float(u), 2))
@@ -182,7 +179,7 @@ def matched(probs: np.ndarray, labels: np.ndarray, nose: np.ndarray, nose_thresh
     for rate in rates:
         best = {}
         for name, u in (("face_only", None), ("with_nose_check", nose_threshold)):
-            found = [_rate(g, masked) for g in (granted(probs, t, nose, u) for t in thresholds)
+            found = [_rate(g, masked) for g in (door_rule(float(t), u).grants(probs, nose) for t in thresholds)
                      if _rate(g, negative) <= rate]
             best[name] = max(found, default=0.0)
         rows.append({"not_masked_granted": rate, **best})
@@ -205,7 +202,7 @@ def metrics(probs: np.ndarray, labels: np.ndarray, threshold: float, nose: np.nd
     is_masked = labels == WITH_MASK
     said_masked = predicted == WITH_MASK
     is_bare = labels == LABELS.index("without_mask")
-    grants = granted(probs, threshold, nose, nose_threshold)
+    grants = door_rule(threshold, nose_threshold).grants(probs, nose)
     return {
         "accuracy": float(np.mean(predicted == labels)) if labels.size else float("nan"),
         "balanced_accuracy": float(np.mean(recalls)) if recalls else float("nan"),

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from maskgate.vision.classifier import METADATA_FILE, MODEL_FILE, NOSE_MODEL_FILE, BundleMetadata, MaskClassifier
+from maskgate.vision.adapt import REFERENCE_FILE, model_sha256
+from maskgate.vision.classifier import METADATA_FILE, MODEL_FILE, NOSE_MODEL_FILE, BundleMetadata, Embedder, MaskClassifier
 
 from .train import to_rgb_float
 
@@ -56,3 +57,19 @@ def bundle_probs(bundle_dir: Path, images_bgr: np.ndarray, keypoints: list[np.nd
         probs.append([p.probs[label] for label in labels])
         nose.append(np.nan if p.nose_covered is None else p.nose_covered)
     return np.array(probs), np.array(nose)
+
+
+def write_reference(bundle_dir: Path, images_bgr: np.ndarray, labels: np.ndarray, *, per_class: int = 200,
+                    seed: int = 0) -> int:
+    """``reference.npz``: the exported model's embeddings of up to ``per_class`` real faces of each class
+    (validation and test photos of the licensed sources), which ``maskgate model adapt`` fits beside a
+    site's faces and checks false grants on. Embeddings only, no photos; returns how many."""
+    rng = np.random.default_rng(seed)
+    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == k))[:per_class]
+                                   for k in np.unique(labels)]))
+    classifier = MaskClassifier(bundle_dir, num_threads=2)
+    embedder = Embedder(bundle_dir / MODEL_FILE, classifier.input_size)
+    embeddings = embedder.embed(classifier._batch(images_bgr[keep]))
+    np.savez_compressed(bundle_dir / REFERENCE_FILE, embeddings=embeddings.astype(np.float16),
+                        labels=labels[keep].astype(np.int8), model_sha256=model_sha256(bundle_dir))
+    return len(keep)

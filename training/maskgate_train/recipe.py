@@ -12,15 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from maskgate.access.verdict import Rule
-from maskgate.config import DecisionConfig
+from maskgate.access.reasons import Reason
 from maskgate.vision.classifier import LABELS, NOSE_LABELS, BundleMetadata, MaskClassifier, NoseCheck
 from maskgate.vision.crop import nose_patch
 
 from . import evaluate as ev
 from .dataset import Split, add_synthetic, landmarks_of, load_prepared, manifest_hash, nose_patches, subsample
 from .errors import DataError
-from .export import bundle_probs, to_int8_tflite, write_bundle
+from .export import bundle_probs, to_int8_tflite, write_bundle, write_reference
 from .prepare import prepare
 from .train import NORMALISATION, Hyperparameters, distillation_targets, to_rgb_float, train
 
@@ -28,7 +27,7 @@ MODEL_FILE = "model.keras"
 NOSE_MODEL_FILE = "nose.keras"
 NOSE_INPUT_SIZE = 96
 NOSE_BACKBONE_UNTIL = "block_13_expand_relu"  # stride 16: 6×6 at 96 px; the bundle stays under 1 MB
-DECISION_RANGE_PX = 80  # the device's default decision.min_face_px: smaller faces are never granted
+NOSE_ALPHA = 0.35  # the nose check keeps the narrow backbone whatever the face model's
 DOOR_SECONDS, DOOR_FPS = 3.0, 10.0  # how long a person is simulated at the door, and the frame rate
 REPRESENTATIVE_CROPS = 300
 
@@ -63,14 +62,16 @@ def run_train(work_dir: Path, out_dir: Path, *, hp: Hyperparameters, weights: Pa
 def run_train_nose(work_dir: Path, *, hp: Hyperparameters, weights: Path | None, templates: Path | None,
                    exclude_sources: tuple[str, ...] = (), progress: bool = True) -> dict:
     """The nose check (``nose.keras``): is the nose covered? Trained on the nose patches of the same
-    real training crops, plus synthetic masks worn correctly and wrongly on the real bare faces."""
+    real training crops, plus synthetic masks worn correctly and wrongly on the real bare faces.
+    Always MobileNetV2 0.35 (``weights``: its ImageNet file), cut at ``NOSE_BACKBONE_UNTIL``."""
     start = time.perf_counter()
     splits = load_prepared(work_dir, exclude_sources=exclude_sources)
     real = subsample(splits["train"], per_class=hp.max_real_per_class, seed=hp.seed)
     train_split, counts = nose_patches(real, seed=hp.seed, templates=templates, size=NOSE_INPUT_SIZE)
     val_split, _ = nose_patches(splits["val"], seed=hp.seed, templates=None, size=NOSE_INPUT_SIZE)
-    model, history = train(train_split, val_split, input_size=NOSE_INPUT_SIZE,
-                           hp=replace(hp, backbone_until=NOSE_BACKBONE_UNTIL), weights=weights,
+    nose_hp = replace(hp, alpha=NOSE_ALPHA, backbone_until=NOSE_BACKBONE_UNTIL,
+                      fine_tune_from=Hyperparameters.fine_tune_from)
+    model, history = train(train_split, val_split, input_size=NOSE_INPUT_SIZE, hp=nose_hp, weights=weights,
                            out_dir=work_dir / "nose", progress=progress, classes=len(NOSE_LABELS))
     model.save(work_dir / NOSE_MODEL_FILE)
     summary = {"seconds": round(time.perf_counter() - start, 1), "epochs": len(history["loss"]),
@@ -188,7 +189,7 @@ def run_evaluate(work_dir: Path, out_dir: Path, *, exclude_sources: tuple[str, .
             report["held_out"][s] = ev.metrics(heldout_probs[part], heldout.labels[part], threshold,
                                                None if nose is None else nose[part], nose_threshold)
         report["held_out_pooled"] = ev.metrics(heldout_probs, heldout.labels, threshold, nose, nose_threshold)
-        near = faces >= DECISION_RANGE_PX
+        near = faces >= ev.DECISION.min_face_px
         report["held_out_pooled_decision_range"] = ev.metrics(
             heldout_probs[near], heldout.labels[near], threshold, None if nose is None else nose[near], nose_threshold)
         report["held_out_pooled_face_only"] = ev.metrics(heldout_probs, heldout.labels, face_only)
@@ -240,6 +241,10 @@ def run_export(work_dir: Path, bundle_dir: Path, *, exclude_sources: tuple[str, 
                             colour_order="RGB", normalisation=NORMALISATION, crop_margin=prepared["margin"],
                             threshold=threshold, quantisation="int8", nose_check=nose_check)
     write_bundle(bundle_dir, tflite, bundle, nose_tflite)
+    val_test = (splits["val"], splits["test"])  # the licensed sources' real photos, not a site's
+    general = np.concatenate([[r["source"] != "site" for r in s.rows] for s in val_test]).astype(bool)
+    write_reference(bundle_dir, np.concatenate([s.images for s in val_test])[general],
+                    np.concatenate([s.labels for s in val_test])[general])
 
     test = splits["test"]
     float_probs = model.predict(to_rgb_float(test.images), verbose=0)
@@ -258,9 +263,10 @@ def run_export(work_dir: Path, bundle_dir: Path, *, exclude_sources: tuple[str, 
                               if nose_model is not None else None)
         parity["held_out_accuracy_drop_points"] = round(100 * float(
             np.mean(heldout_float.argmax(1) == heldout.labels) - np.mean(heldout_int8.argmax(1) == heldout.labels)), 3)
+        rule, masked = ev.door_rule(threshold, nose_threshold), heldout.labels == ev.WITH_MASK
         parity["held_out_masked_granted_drop_points"] = round(100 * float(
-            np.mean(ev.granted(heldout_float, threshold, heldout_float_nose, nose_threshold)[heldout.labels == ev.WITH_MASK])
-            - np.mean(ev.granted(heldout_int8, threshold, heldout_int8_nose, nose_threshold)[heldout.labels == ev.WITH_MASK])), 3)
+            np.mean(rule.grants(heldout_float, heldout_float_nose)[masked])
+            - np.mean(rule.grants(heldout_int8, heldout_int8_nose)[masked])), 3)
         if nose_model is not None:
             parity["nose_check_max_abs_difference"] = float(np.nanmax(np.abs(heldout_float_nose - heldout_int8_nose)))
     ev.save_confusion(int8_metrics["confusion"], bundle_dir / "confusion.png", "test split (int8, shipped)")
@@ -355,20 +361,21 @@ def _by_source(split, probs: np.ndarray, threshold: float, nose=None, nose_thres
 
 def _door_verdicts(split, probs: np.ndarray, threshold: float, nose=None, nose_threshold=None) -> dict:
     """What the door tells each measure-only face, all of them and those within the decision range."""
-    near = np.array([float(r["face_px"]) >= DECISION_RANGE_PX for r in split.rows])
-    return {"all": ev.door_verdicts(probs, split.labels, threshold, nose, nose_threshold),
-            "decision_range": ev.door_verdicts(probs[near], split.labels[near], threshold,
-                                               None if nose is None else nose[near], nose_threshold)}
+    near = np.array([float(r["face_px"]) >= ev.DECISION.min_face_px for r in split.rows])
+    rule = ev.door_rule(threshold, nose_threshold)
+    return {"all": ev.door_verdicts(probs, split.labels, rule, nose),
+            "decision_range": ev.door_verdicts(probs[near], split.labels[near], rule,
+                                               None if nose is None else nose[near])}
 
 
 def _door_over_time(split, bundle_dir: Path) -> dict:
     """The door's first decision within 3 s on each measure-only face in the decision range, from
     jittered frames through the exported bundle and the device's default decision settings."""
-    near = [i for i, r in enumerate(split.rows) if float(r["face_px"]) >= DECISION_RANGE_PX]
+    near = [i for i, r in enumerate(split.rows) if float(r["face_px"]) >= ev.DECISION.min_face_px]
     classifier = MaskClassifier(bundle_dir, num_threads=2)
-    rule = Rule(threshold=classifier.threshold, nose_threshold=classifier.nose_threshold)
+    rule = ev.door_rule(classifier.threshold, classifier.nose_threshold)
     keypoints = _keypoints(split)
-    decision = DecisionConfig()
+    decision = ev.DECISION
     return {"seconds": DOOR_SECONDS, "fps": DOOR_FPS, "frames_to_decide": decision.frames_to_decide,
             "outcomes": ev.door_over_time(classifier.classify, split.images[near], [keypoints[i] for i in near],
                                           split.labels[near], rule=rule, decision=decision,
@@ -378,7 +385,7 @@ def _door_over_time(split, bundle_dir: Path) -> dict:
 def _by_mask_tag(split, probs: np.ndarray, threshold: float, nose=None, nose_threshold=None) -> dict:
     """Masked faces granted per mask tag, where a source's file names carry one (dsmasters: *_OK_*, *_NG_*)."""
     tags = np.array([Path(r["path"]).stem.rsplit("_", 1)[0] if r["source"] == "dsmasters" else "" for r in split.rows])
-    grants = ev.granted(probs, threshold, nose, nose_threshold)
+    grants = ev.door_rule(threshold, nose_threshold).grants(probs, nose)
     return {f"dsmasters/{t}": {"masked_granted_rate": float(grants[tags == t].mean()), "n": int((tags == t).sum())}
             for t in sorted(set(tags) - {""})}
 
@@ -442,7 +449,8 @@ def render_report(metadata: dict) -> str:
         near = metrics.get("held_out_pooled_decision_range")
         if near:
             n = sum(c["support"] for c in near["per_class"].values())
-            lines += ["", f"The same, faces ≥ {DECISION_RANGE_PX} px only (the device's default `decision.min_face_px`: "
+            lines += ["", f"The same, faces ≥ {ev.DECISION.min_face_px:g} px only (the device's default "
+                      "`decision.min_face_px`: "
                       f"smaller faces are never granted): {n} faces, masked granted {pct(near['masked_granted_rate'])}, "
                       f"bare {pct(near['bare_granted_rate'])}, incorrect {pct(near['incorrect_granted_rate'])}."]
         if nose:
@@ -507,8 +515,8 @@ def render_report(metadata: dict) -> str:
         lines += [f"| {tag} | {pct(r['masked_granted_rate'])} | {r['n']} |"
                   for tag, r in metrics["held_out_int8_by_mask_tag"].items()]
     if metrics.get("held_out_int8_door_verdicts"):
-        lines += ["", "What the door tells each face (int8, one face per frame, the device's own `judge_frame`; "
-                  f"% of each true label; in brackets: faces ≥ {DECISION_RANGE_PX} px, the decision range):", ""]
+        lines += ["", "What the door tells each face (int8, one face per frame, the device's own `Rule`; "
+                  f"% of each true label; in brackets: faces ≥ {ev.DECISION.min_face_px:g} px, the decision range):", ""]
         lines += _verdict_table(metrics["held_out_int8_door_verdicts"])
     if metrics.get("held_out_int8_door_over_time"):
         lines += _over_time_table(metrics["held_out_int8_door_over_time"])
@@ -557,7 +565,7 @@ def _distillation_note(trained: dict) -> str:
 
 
 def _over_time_table(over_time: dict) -> list[str]:
-    lines = ["", f"The door's first decision within {over_time['seconds']:g} s (faces ≥ {DECISION_RANGE_PX} px; "
+    lines = ["", f"The door's first decision within {over_time['seconds']:g} s (faces ≥ {ev.DECISION.min_face_px:g} px; "
              f"simulated: {over_time['fps']:g} frames/s, each a jittered copy of the photo — ≤ 3 px shift, ±5 % scale, "
              f"±4° roll, ±10 % light, sensor noise — through the int8 bundle and the device's `Decider`, "
              f"{over_time['frames_to_decide']} frames to decide; a frame whose mask is not clearly seen only "
@@ -573,8 +581,8 @@ def _over_time_table(over_time: dict) -> list[str]:
 
 def _verdict_table(verdicts: dict) -> list[str]:
     every, near = verdicts["all"], verdicts["decision_range"]
-    reasons = sorted({r for told in every.values() for r in told}, key=lambda r: (r != ev.GRANTED_REASON, r))
-    lines = ["| true label | faces | " + " | ".join(f"told \"{r}\"" for r in reasons) + " |",
+    reasons = [r for r in Reason if any(r.value in told for told in every.values())]
+    lines = ["| true label | faces | " + " | ".join(f"`{r.value}`: \"{r.text}\"" for r in reasons) + " |",
              "|---|---|" + "---|" * len(reasons)]
     for label, told in every.items():
         n, n_near = sum(told.values()), sum(near[label].values())

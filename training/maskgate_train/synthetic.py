@@ -17,7 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-LANDMARKS = ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")  # YuNet's order
+from maskgate.vision.detector import KEYPOINT_NAMES
+
 PLACEMENTS = {"correct": "with_mask", "under_nose": "incorrect_mask", "below_nose": "incorrect_mask",
               "chin": "incorrect_mask"}
 KIND_WEIGHTS = {"surgical": 0.35, "cloth": 0.2, "KN95": 0.15, "N95": 0.15, "gas": 0.15}
@@ -117,7 +118,7 @@ class MaskMaker:
         mask_bgr = _relight(mask_bgr, alpha, crop, frame, rng)
         soft = cv2.GaussianBlur(alpha, (3, 3), 0)[..., None]
         image = np.clip(soft * mask_bgr + (1 - soft) * crop.astype(np.float32), 0, 255).astype(np.uint8)
-        covered = {name: bool(_sample(alpha, p) >= 0.5) for name, p in zip(LANDMARKS, frame.points)}
+        covered = {name: bool(_sample(alpha, p) >= 0.5) for name, p in zip(KEYPOINT_NAMES, frame.points)}
         return MaskedFace(image, PLACEMENTS[placement], placement, template.name, covered)
 
     def _random_kind(self, placement: str, rng) -> str:

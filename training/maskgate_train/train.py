@@ -1,4 +1,4 @@
-"""Step 2 — train: MobileNetV2 (alpha 0.35, ImageNet weights) transfer-trained on face crops.
+"""Step 2 — train: MobileNetV2 (alpha 0.35 or 1.0, ImageNet weights) transfer-trained on face crops.
 
 Reads top to bottom: hyperparameters, data, model, head training, fine-tuning, curves. With
 ``targets`` the model learns soft targets instead of its labels (distillation from teachers).
@@ -23,7 +23,7 @@ WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    alpha: float = 0.35
+    alpha: float = 0.35  # backbone width: 0.35 (Keras' ImageNet file) or 1.0 (ported from TFLite: imagenet.py)
     batch_size: int = 64
     head_epochs: int = 3
     head_learning_rate: float = 1e-3

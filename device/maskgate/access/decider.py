@@ -15,6 +15,7 @@ from typing import Literal
 
 from ..config import DecisionConfig
 from ..vision.core import FrameResult
+from .reasons import Reason
 from .verdict import Rule, Verdict
 
 State = Literal["idle", "checking", "granted", "denied", "cooldown"]
@@ -25,9 +26,11 @@ class Decision:
     """What the door should show now; ``outcome`` is set only on the frame a decision is made."""
 
     state: State
-    reason: str
+    reason: Reason
     outcome: Literal["granted", "denied"] | None = None
     seconds_left: float = 0.0  # in granted/denied/cooldown: until the state ends
+    face: int | None = None  # this frame's face (index into its faces) the decision is about
+    people: int = 0  # faces in this frame close enough to count
 
     @property
     def unlocked(self) -> bool:
@@ -45,7 +48,7 @@ class Decider:
         self._until = 0.0
         self._streak_outcome: str | None = None
         self._streak = 0
-        self._reason = ""
+        self._reason = Reason.NO_FACE
 
     def update(self, result: FrameResult, now: float) -> Decision:
         return self.update_verdict(self.rule.judge(result.faces), now)
@@ -53,11 +56,11 @@ class Decider:
     def update_verdict(self, verdict: Verdict, now: float) -> Decision:
         if self.state == "granted":
             if now < self._until:
-                return Decision("granted", self._reason, seconds_left=self._until - now)
+                return Decision("granted", self._reason, seconds_left=self._until - now, **_about(verdict))
             self._enter("cooldown", now + self.config.cooldown_seconds)
         if self.state in ("denied", "cooldown"):
             if now < self._until:
-                return Decision(self.state, self._reason, seconds_left=self._until - now)
+                return Decision(self.state, self._reason, seconds_left=self._until - now, **_about(verdict))
             self._enter("idle", now)
         return self._check(verdict, now)
 
@@ -68,19 +71,20 @@ class Decider:
         self.state = "checking"
         if verdict.unsure:
             self._streak_outcome, self._streak = None, 0
-            return Decision("checking", verdict.reason)
+            return Decision("checking", verdict.reason, **_about(verdict))
         if verdict.outcome == self._streak_outcome:
             self._streak += 1
         else:
             self._streak_outcome, self._streak = verdict.outcome, 1
         if self._streak < self.config.frames_to_decide:
-            return Decision("checking", verdict.reason)
+            return Decision("checking", verdict.reason, **_about(verdict))
         self._reason = verdict.reason
         if verdict.outcome == "granted":
             self._enter("granted", now + self.config.unlock_seconds)
         else:
             self._enter("denied", now + self.config.denied_seconds)
-        return Decision(self.state, verdict.reason, outcome=verdict.outcome, seconds_left=self._until - now)
+        return Decision(self.state, verdict.reason, outcome=verdict.outcome, seconds_left=self._until - now,
+                        **_about(verdict))
 
     def reset(self) -> None:
         """Forget everything (camera lost, door relocked)."""
@@ -89,3 +93,7 @@ class Decider:
     def _enter(self, state: State, until: float) -> None:
         self.state, self._until = state, until
         self._streak_outcome, self._streak = None, 0
+
+
+def _about(verdict: Verdict) -> dict:
+    return {"face": verdict.face, "people": len(verdict.counted)}

@@ -7,11 +7,13 @@ Only ``DoorController`` calls ``show``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal, get_args
 
 from ..access.controller import Display
 from ..config import GpioConfig, PinConfig
+from ..errors import MaskgateError
 
 Light = Literal["off", "on", "blink"]
 Sound = Literal["off", "once", "three", "alarm"]
@@ -68,6 +70,11 @@ class Door:
             _sound(self.buzzer, outputs.buzzer)
         self.display = display
 
+    def silence(self) -> None:
+        """Stop the buzzer until the next display state (an operator acknowledged the alarm)."""
+        if self.buzzer is not None and not self._closed:
+            self.buzzer.off()
+
     def close(self) -> None:
         """Lock, everything off, release the pins."""
         if self._closed:
@@ -107,11 +114,24 @@ def _sound(buzzer, sound: Sound) -> None:
         buzzer.off()
 
 
+NO_GPIO = ("no GPIO here: gpiozero found no pin driver (on a Raspberry Pi 5 install lgpio: "
+           "apt install python3-lgpio, see docs/pi.md); to try maskgate without a Pi set gpio.pin_factory: mock")
+
+
 def build_door(config: GpioConfig, *, pin_factory=None) -> Door:
-    """Door from config; ``pin_factory`` overrides the configured one (tests pass a MockFactory)."""
-    from gpiozero import LED, Buzzer, OutputDevice
+    """Door from config; ``pin_factory`` overrides the configured one (tests pass a MockFactory).
+    A machine without GPIO is a one-line MaskgateError, not gpiozero's traceback."""
+    from gpiozero import LED, Buzzer, Device, OutputDevice
+    from gpiozero.exc import BadPinFactory
 
     pin_factory = pin_factory or config.make_pin_factory()
+    if pin_factory is None and Device.pin_factory is None:
+        with warnings.catch_warnings():  # gpiozero warns once per driver it could not load
+            warnings.simplefilter("ignore")
+            try:
+                Device.ensure_pin_factory()
+            except BadPinFactory:
+                raise MaskgateError(NO_GPIO) from None
 
     def make(cls, pin: PinConfig | None, **kwargs):
         if pin is None:

@@ -176,8 +176,8 @@ class DoorInputs:
             above = [claims[layer] for layer in PRIORITY[:PRIORITY.index("request_to_exit")] if layer in claims]
             held_by = f"; the door stays as {above[0].who} holds it" if above else ""
             self._publish(name, True, "exit_request", f"unlock for {self.config.rex_seconds:g} s{held_by}")
-            self.controller.request(Unlock(who=name, reason="request to exit", seconds=self.config.rex_seconds,
-                                           layer="request_to_exit"))
+            self.controller.request(Unlock(source="request_to_exit", who=name, reason="request to exit",
+                                           seconds=self.config.rex_seconds))
         elif active:
             kind = self.monitor.opened(now, last_unlocked=now if first else self.controller.last_unlocked)
             self._publish(name, True, kind, "open at start" if first else

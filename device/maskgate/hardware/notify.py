@@ -6,7 +6,7 @@ import os
 import socket
 import time
 
-from ..messages import CameraChanged, DoorChanged, FrameProcessed
+from ..messages import CameraChanged, DoorChanged, EventLogChanged, FrameProcessed
 
 
 class Notifier:
@@ -54,12 +54,13 @@ class StatusReporter:
         self._camera = "camera starting"
         self._door = "door locked"
         self._vision = ""
+        self._events = ""
         self._last = float("-inf")
         bus.subscribe(FrameProcessed, self._frame, name="sd_notify:frames", latest=True)
-        bus.subscribe((CameraChanged, DoorChanged), self._change, name="sd_notify:changes")
+        bus.subscribe((CameraChanged, DoorChanged, EventLogChanged), self._change, name="sd_notify:changes")
 
     def line(self) -> str:
-        return "; ".join(part for part in (self._camera, self._door, self._vision) if part)
+        return "; ".join(part for part in (self._camera, self._door, self._events, self._vision) if part)
 
     def _frame(self, message) -> None:
         if self._camera != "camera ok":
@@ -67,7 +68,7 @@ class StatusReporter:
         elif self.clock() - self._last < self.every_seconds:
             return
         result, decision = message.result, message.decision
-        self._vision = (f"{decision.state}: {decision.reason}; {result.detect_ms + result.classify_ms:.1f} ms/frame, "
+        self._vision = (f"{decision.state}: {decision.reason.text}; {result.detect_ms + result.classify_ms:.1f} ms/frame, "
                         f"{message.fps:.0f} fps")
         self._send()
 
@@ -76,6 +77,8 @@ class StatusReporter:
             self._camera = "camera ok" if message.ok else f"camera lost, door locked, reconnecting: {message.reason}"
             if not message.ok:
                 self._vision = ""
+        elif isinstance(message, EventLogChanged):
+            self._events = "" if message.ok else "EVENT LOG FAILING (disk full?)"
         else:
             state = message.state
             self._door = f"door {'unlocked' if state.unlocked else 'locked'} ({state.who or state.layer}: {state.reason})"

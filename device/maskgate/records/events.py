@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -25,18 +26,22 @@ CREATE TABLE IF NOT EXISTS events (
     latency_ms REAL NOT NULL,
     snapshot TEXT,
     source TEXT NOT NULL DEFAULT '',
-    until REAL
+    until REAL,
+    code TEXT NOT NULL DEFAULT '',
+    face INTEGER
 )
 """
-ADDED_COLUMNS = {"source": "TEXT NOT NULL DEFAULT ''", "until": "REAL"}  # logs from older versions gain these
+ADDED_COLUMNS = {"source": "TEXT NOT NULL DEFAULT ''", "until": "REAL", "code": "TEXT NOT NULL DEFAULT ''",
+                 "face": "INTEGER"}  # logs from older versions gain these
 LOG_FILE = "events.sqlite3"
 
 
 @dataclass(frozen=True)
 class Event:
     time: float
-    outcome: str  # granted | denied | door | override | camera_lost | camera_ok | started | stopped | error, or an
-    # input's (InputChanged.kind): fire_alarm, fire_alarm_end, exit_request, door_forced, door_held_open, …
+    # granted | denied | door | override | alarm_silenced | camera_lost | camera_ok | started | stopped | error,
+    # or an input's (InputChanged.kind): fire_alarm, fire_alarm_end, exit_request, door_forced, door_held_open, …
+    outcome: str
     reason: str
     face_count: int = 0
     faces: tuple[dict, ...] = ()  # [{"label", "confidence", "box"}]
@@ -44,16 +49,20 @@ class Event:
     snapshot: str | None = None
     source: str = ""  # who or what asked: vision, rex, fire_alarm, operator:alice, mqtt, …
     until: float | None = None  # wall-clock end of a timed door change
+    code: str = ""  # a decision's reason code (access.reasons.Reason); ``reason`` is its text
+    face: int | None = None  # a decision's deciding face: index into ``faces``
     id: int | None = None
 
     def as_dict(self) -> dict:
         return {"id": self.id, "time": self.time, "outcome": self.outcome, "reason": self.reason,
                 "face_count": self.face_count, "faces": list(self.faces), "latency_ms": self.latency_ms,
-                "snapshot": self.snapshot, "source": self.source, "until": self.until}
+                "snapshot": self.snapshot, "source": self.source, "until": self.until,
+                "code": self.code, "face": self.face}
 
 
 class EventLog:
-    """Append-only decision log; every ``record`` is committed before it returns."""
+    """Append-only decision log; ``record`` and ``record_many`` commit before they return (or raise
+    ``sqlite3.Error``/``OSError``: the disk is full or failing)."""
 
     def __init__(self, state_dir: Path, *, snapshot_denied: bool = False, snapshot_retention_days: float = 7.0):
         self.path = Path(state_dir) / LOG_FILE
@@ -75,20 +84,38 @@ class EventLog:
             raise MaskgateError(f"{self.path}: cannot open event log ({exc})") from None
 
     def record(self, event: Event, *, frame: np.ndarray | None = None) -> Event:
-        snapshot = None
-        if self.snapshot_denied and event.outcome == "denied" and frame is not None:
-            snapshot = self._save_snapshot(frame, event.time)
+        return self.record_many([(event, frame)])[0]
+
+    def record_many(self, events: list[tuple[Event, np.ndarray | None]]) -> list[Event]:
+        """Commit all of them in one transaction (one disk sync), or none."""
+        rows = []
+        for event, frame in events:
+            snapshot = event.snapshot
+            if snapshot is None and self.snapshot_denied and event.outcome == "denied" and frame is not None:
+                snapshot = self._save_snapshot(frame, event.time)
+            rows.append(Event(**{**event.__dict__, "snapshot": snapshot}))
+        written = []
         with self._lock:
-            cursor = self._db.execute(
-                "INSERT INTO events (time, outcome, reason, face_count, faces, latency_ms, snapshot, source, until)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
-                (event.time, event.outcome, event.reason, event.face_count, json.dumps(list(event.faces)),
-                 event.latency_ms, snapshot, event.source, event.until),
-            )
-        return Event(**{**event.__dict__, "snapshot": snapshot, "id": cursor.lastrowid})
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for event in rows:
+                    cursor = self._db.execute(
+                        "INSERT INTO events (time, outcome, reason, face_count, faces, latency_ms, snapshot, source,"
+                        " until, code, face) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        (event.time, event.outcome, event.reason, event.face_count, json.dumps(list(event.faces)),
+                         event.latency_ms, event.snapshot, event.source, event.until, str(event.code), event.face))
+                    written.append(Event(**{**event.__dict__, "id": cursor.lastrowid}))
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise
+        return written
 
     def list(self, *, since: float | None = None, limit: int | None = None) -> list[Event]:
-        query = "SELECT id, time, outcome, reason, face_count, faces, latency_ms, snapshot, source, until FROM events"
+        query = ("SELECT id, time, outcome, reason, face_count, faces, latency_ms, snapshot, source, until, code, face"
+                 " FROM events")
         args: list = []
         if since is not None:
             query += " WHERE time >= ?"
@@ -100,7 +127,8 @@ class EventLog:
         with self._lock:
             rows = self._db.execute(query, args).fetchall()[::-1]
         return [Event(time=t, outcome=o, reason=r, face_count=n, faces=tuple(json.loads(f)), latency_ms=ms,
-                      snapshot=snap, source=src, until=until, id=i) for i, t, o, r, n, f, ms, snap, src, until in rows]
+                      snapshot=snap, source=src, until=until, code=code, face=face, id=i)
+                for i, t, o, r, n, f, ms, snap, src, until, code, face in rows]
 
     def _save_snapshot(self, frame: np.ndarray, when: float) -> str:
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)

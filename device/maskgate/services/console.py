@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 from ..messages import DoorChanged, FrameProcessed
 
@@ -11,16 +10,13 @@ from ..messages import DoorChanged, FrameProcessed
 class ConsoleReporter:
     """One line per change of (vision state, relay), with the faces seen."""
 
-    def __init__(self, bus, *, clock=time.monotonic, pages: Callable[[], list[str]] = list):
-        self.clock, self.start, self.pages = clock, clock(), pages
+    def __init__(self, bus, *, clock=time.monotonic):
+        self.clock, self.start = clock, clock()
         self._unlocked = False
         self._shown: tuple | None = None
         bus.subscribe((FrameProcessed, DoorChanged), self._on_message, name="console")
 
     def _on_message(self, message) -> None:
-        if self._shown is None:  # the first frame: the services are up, so their addresses are known
-            for page in self.pages():
-                print(page, flush=True)
         if isinstance(message, DoorChanged):
             self._unlocked = message.state.unlocked
             return
@@ -31,7 +27,7 @@ class ConsoleReporter:
         self._shown = key
         labels = ", ".join(_describe(fr.prediction) for fr in result.faces) or "-"
         print(f"{self.clock() - self.start:6.1f}s  {decision.state:<9} relay {'OPEN  ' if self._unlocked else 'locked'}"
-              f"  {decision.reason:<45} faces: {labels}", flush=True)
+              f"  {decision.reason.text:<45} faces: {labels}", flush=True)
 
 
 def _describe(prediction) -> str:

@@ -1,4 +1,4 @@
-"""The local control socket behind ``maskgate door unlock|lock|auto|status``.
+"""The local control socket behind ``maskgate door unlock|lock|auto|silence|status``.
 
 A Unix stream socket (default ``$RUNTIME_DIRECTORY/control.sock``, i.e. /run/maskgate under systemd),
 mode 0660 with group ``control.group`` (maskgate-operators): the file's permissions are the access
@@ -6,15 +6,18 @@ control, and the peer's Unix user (``SO_PEERCRED``) is who the override is recor
 line each way per connection:
 
     → {"command": "unlock", "seconds": 600, "reason": "delivery"}
-    ← {"ok": true, "door": {...}, "overrides": [...], "inputs": {...}}   or   {"ok": false, "error": "..."}
+    ← {"ok": true, "door": {...}, "overrides": [...], "inputs": {...}, "logged": true}   or   {"ok": false, "error": "..."}
+
+A change is answered once it is committed to the event log (``logged``), or after ``LOG_WAIT`` seconds
+with ``"logged": false`` when the log is failing or far behind: the door changed either way.
 """
 
 from __future__ import annotations
 
+import errno
 import grp
 import json
 import logging
-import math
 import os
 import pwd
 import socket
@@ -26,12 +29,17 @@ from typing import Callable
 
 from ..access.controller import Auto, DoorController, Lock, Unlock
 from ..errors import MaskgateError
+from ..logs import Throttled
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("unlock", "lock", "auto", "status")
+COMMANDS = ("unlock", "lock", "auto", "silence", "status")
 MAX_LINE = 4096
 MAX_REASON = 200
+OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+LOG_WAIT = 3.0  # seconds a change waits for its event-log row before it is answered (the client waits 5)
+MIN_SECONDS = 1.0
+PAUSE_MAX = 1.0  # seconds between accept attempts while the process is out of file descriptors
 
 
 def peer_user(conn: socket.socket) -> str:
@@ -43,15 +51,16 @@ def peer_user(conn: socket.socket) -> str:
         return f"uid{uid}"
 
 
-def _check_request(request: object) -> tuple[str, float | None, str]:
+def _check_request(request: object, max_seconds: float) -> tuple[str, float | None, str]:
     if not isinstance(request, dict) or request.get("command") not in COMMANDS:
         raise ValueError(f"command must be one of {', '.join(COMMANDS)}")
     command, seconds, reason = request["command"], request.get("seconds"), request.get("reason") or ""
     if seconds is not None:
         if command not in ("unlock", "lock"):
             raise ValueError(f"{command} takes no seconds")
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
-            raise ValueError(f"seconds must be a number > 0, got {seconds!r}")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not MIN_SECONDS <= seconds <= max_seconds:
+            raise ValueError(f"seconds must be a number from {MIN_SECONDS:g} to {max_seconds:g} "
+                             f"(control.max_override_seconds), got {seconds!r}")
     if not isinstance(reason, str) or len(reason) > MAX_REASON:
         raise ValueError(f"reason must be text of at most {MAX_REASON} characters")
     return command, seconds, " ".join(reason.split())  # one line in the event log
@@ -63,27 +72,36 @@ class ControlServer:
     name = "control-socket"
 
     def __init__(self, path: Path, *, controller: DoorController, group: str | None = None,
-                 inputs: Callable[[], dict] = dict):
+                 inputs: Callable[[], dict] = dict, logged: Callable[[float], bool] | None = None,
+                 max_seconds: float = 86400.0):
         self.path, self.controller, self.group, self.inputs = Path(path), controller, group, inputs
+        self.logged, self.max_seconds = logged, max_seconds
         self._sock: socket.socket | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._dropped = Throttled(log)
 
     def handle(self, request: object, who: str) -> dict:
         """One request from ``who`` (operator:<user>) → the reply."""
         try:
-            command, seconds, reason = _check_request(request)
+            command, seconds, reason = _check_request(request, self.max_seconds)
         except ValueError as exc:
             return {"ok": False, "error": str(exc)}
         if command == "unlock":
-            self.controller.request(Unlock(who=who, reason=reason or "manual unlock", seconds=seconds))
+            self.controller.request(Unlock(source="operator", who=who, reason=reason or "manual unlock", seconds=seconds))
         elif command == "lock":
-            self.controller.request(Lock(who=who, reason=reason or "manual lock", seconds=seconds))
+            self.controller.request(Lock(source="operator", who=who, reason=reason or "manual lock", seconds=seconds))
         elif command == "auto":
-            self.controller.request(Auto(who=who, reason=reason or "back to automatic"))
-        if command != "status":
-            log.info("control: %s%s by %s (%s)", command, f" for {seconds:g} s" if seconds else "", who, reason)
-        return self.status()
+            self.controller.request(Auto(source="operator", who=who, reason=reason or "back to automatic"))
+        elif command == "silence" and self.controller.silence(who=who, reason=reason) is None:
+            return {"ok": False, "error": "no door alarm is sounding"}
+        if command == "status":
+            return self.status()
+        log.info("control: %s%s by %s (%s)", command, f" for {seconds:g} s" if seconds else "", who, reason)
+        if self.logged is None:  # no event log behind this server
+            return self.status()
+        logged = self.logged(LOG_WAIT)
+        return {**self.status(), "logged": logged}
 
     def status(self) -> dict:
         now = self.controller.clock()
@@ -134,11 +152,27 @@ class ControlServer:
         return self._thread is None or self._thread.is_alive()
 
     def _serve(self) -> None:
+        """Accept and answer, one connection at a time; running out of descriptors pauses it, never ends it."""
+        pause, starved = 0.05, False
         while not self._stopping.is_set():
             try:
                 conn, _ = self._sock.accept()
             except socket.timeout:
                 continue
+            except OSError as exc:
+                if exc.errno not in OUT_OF_DESCRIPTORS:
+                    self._dropped("control socket: accept failed: %s", exc.strerror or exc)
+                elif not starved:
+                    starved = True
+                    log.error("control socket: out of file descriptors (%s); accepting again once some are free",
+                              exc.strerror)
+                self._stopping.wait(pause)
+                pause = min(pause * 2, PAUSE_MAX)
+                continue
+            if starved:
+                starved = False
+                log.warning("control socket: file descriptors are back; accepting again")
+            pause = 0.05
             with conn:
                 self._answer(conn)
 
@@ -154,7 +188,7 @@ class ControlServer:
                 reply = {"ok": False, "error": "request is not one JSON line"}
             conn.sendall(json.dumps(reply).encode() + b"\n")
         except OSError as exc:
-            log.warning("control connection dropped: %s", exc)
+            self._dropped("control connection dropped: %s", exc)
 
 
 def _read_line(conn: socket.socket) -> bytes | None:
@@ -224,5 +258,6 @@ def build(app) -> ControlServer | None:
     path = config.resolved_socket_path()
     if not config.enabled or path is None:
         return None
-    return ControlServer(path, controller=app.controller, group=config.group,
+    return ControlServer(path, controller=app.controller, group=config.group, logged=app.recorder.flush,
+                         max_seconds=config.max_override_seconds,
                          inputs=lambda: next((s.levels() for s in app.services if s.name == "door-inputs"), {}))

@@ -28,10 +28,13 @@ from typing import Callable
 
 from .. import __version__
 from ..access.controller import Auto, DoorController, Unlock
+from ..access.reasons import Reason
 from ..bus import EventBus
 from ..config import MqttConfig
 from ..errors import ConfigError
-from ..messages import CameraChanged, DoorChanged, FrameProcessed, InputChanged, without_image
+from ..logs import Throttled
+from ..messages import (AlarmSilenced, CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, InputChanged,
+                        ShadowCounted, without_image)
 from ..records.recorder import as_event
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,7 @@ class MqttService:
         self.availability_topic, self.door_topic = f"{prefix}/availability", f"{prefix}/door"
         self.state_topic, self.event_topic = f"{prefix}/state", f"{prefix}/event"
         self.command_topic = f"{prefix}/door/set"
+        self.shadow_topic = f"{prefix}/model/shadow"
         self.status_topic = f"{config.discovery_prefix}/status"
         self.where = f"{config.host}:{config.resolved_port()}"
         self._lock = threading.RLock()
@@ -86,8 +90,10 @@ class MqttService:
         self._connected = False
         self._stopping = threading.Event()
         self._problems: set[str] = set()  # logged once per outage
-        self._vision = {"state": "idle", "reason": "", "faces": 0, "fps": 0.0, "camera_ok": None,
-                        "last_decision": None, "last_reason": None, "last_decision_at": None}
+        self._refused = Throttled(log, every=10.0)  # commands it did not carry out: a flood is a few lines
+        self._vision = {"state": "idle", "reason": "no_face", "reason_text": Reason.NO_FACE.text, "face": None,
+                        "faces": 0, "fps": 0.0, "camera_ok": None, "last_decision": None, "last_reason": None,
+                        "last_reason_text": None, "last_face": None, "last_decision_at": None, "events_ok": True}
         self._frame_key: tuple | None = None
         self._frame_at = float("-inf")
 
@@ -110,8 +116,10 @@ class MqttService:
         self.client = client
         self._subscriptions = [
             bus.subscribe(FrameProcessed, self._on_frame, name="mqtt-state", when=self._frame_matters, latest=True),
-            bus.subscribe((FrameProcessed, DoorChanged, CameraChanged, InputChanged), self._on_event,
+            bus.subscribe((FrameProcessed, DoorChanged, CameraChanged, InputChanged, AlarmSilenced), self._on_event,
                           name="mqtt-events", when=_is_event, maxlen=EVENT_QUEUE_LIMIT, keep=without_image),
+            bus.subscribe(EventLogChanged, self._on_log, name="mqtt-health"),
+            bus.subscribe(ShadowCounted, self._on_shadow, name="mqtt-shadow", latest=True),
         ]
 
     # --- Service ---------------------------------------------------------------------------------
@@ -135,6 +143,11 @@ class MqttService:
                 pass  # the connection dropped meanwhile: the broker publishes the will instead
         self.client.loop_stop()  # before disconnect(): paho's loop would log an error for the closed socket
         self.client.disconnect()
+
+    @property
+    def connected(self) -> bool:
+        with self._lock:
+            return self._connected
 
     def healthy(self) -> bool:
         """Always: a broker outage is logged and retried, never a reason for the watchdog to restart the door."""
@@ -184,18 +197,20 @@ class MqttService:
     def _command(self, message) -> None:
         """LOCK or UNLOCK, to the door controller (which logs the change like any other); anything else is ignored."""
         if message.retain:
-            log.warning("mqtt: ignored a retained command on %s: a stored command must never open the door",
+            self._refused("mqtt: ignored a retained command on %s: a stored command must never open the door",
                         message.topic)
             return
         payload = message.payload.decode("utf-8", "replace").strip() if len(message.payload) <= 64 else "(too long)"
         if payload == "UNLOCK":
             seconds = self.config.remote_unlock_seconds
-            self.controller.request(Unlock(who=PUBLISHER, reason=f"remote unlock ({message.topic})", seconds=seconds,
-                                           layer="manual_unlock"))
+            state = self.controller.request(Unlock(source="mqtt", who=PUBLISHER, seconds=seconds,
+                                                   reason=f"remote unlock ({message.topic})"))
+            if not state.unlocked:
+                self._refused("mqtt: UNLOCK outranked: the door stays locked by %s (%s)", state.who, state.reason)
         elif payload == "LOCK":
-            self.controller.request(Auto(who=PUBLISHER, reason=f"remote lock ({message.topic})"))
+            self.controller.request(Auto(source="mqtt", who=PUBLISHER, reason=f"remote lock ({message.topic})"))
         else:
-            log.warning("mqtt: ignored command %r on %s: expected LOCK or UNLOCK", payload, message.topic)
+            self._refused("mqtt: ignored command %r on %s: expected LOCK or UNLOCK", payload, message.topic)
 
     # --- publishing ------------------------------------------------------------------------------
     def _announce(self) -> None:
@@ -227,9 +242,21 @@ class MqttService:
 
     def _on_frame(self, message: FrameProcessed) -> None:
         with self._lock:
-            self._vision.update(state=message.decision.state, reason=message.decision.reason,
-                                faces=len(message.result.faces), fps=round(message.fps, 1))
+            decision = message.decision
+            self._vision.update(state=decision.state, reason=decision.reason.value, reason_text=decision.reason.text,
+                                face=decision.face, faces=len(message.result.faces), fps=round(message.fps, 1))
         self._publish_state()
+
+    def _on_log(self, message: EventLogChanged) -> None:
+        with self._lock:
+            self._vision["events_ok"] = message.ok
+        self._publish_state()
+
+    def _on_shadow(self, message: ShadowCounted) -> None:
+        """A shadow run's counts (``maskgate model shadow``), retained: the newest is what matters."""
+        with self._lock:
+            if self._connected:
+                self.client.publish(self.shadow_topic, json.dumps(message.result), qos=1, retain=True)
 
     def _on_event(self, message) -> None:
         """One event: state first (retained), then the event itself, acknowledged by the broker."""
@@ -240,7 +267,9 @@ class MqttService:
                 if isinstance(message, CameraChanged):
                     self._vision["camera_ok"] = message.ok
                 else:
-                    self._vision.update(last_decision=message.decision.outcome, last_reason=message.decision.reason,
+                    decision = message.decision
+                    self._vision.update(last_decision=decision.outcome, last_reason=decision.reason.value,
+                                        last_reason_text=decision.reason.text, last_face=decision.face,
                                         last_decision_at=datetime.fromtimestamp(message.time, timezone.utc).isoformat())
             self._publish_state()
         event, _ = as_event(message)
@@ -287,6 +316,7 @@ class MqttService:
                 "value_template": "{{ value_json.last_decision or 'none' }}",
                 "json_attributes_topic": self.state_topic,
                 "json_attributes_template": "{{ {'reason': value_json.last_reason, "
+                                            "'reason_text': value_json.last_reason_text, "
                                             "'at': value_json.last_decision_at} | tojson }}"},
             ("sensor", "faces"): {"name": "Faces", "state_topic": self.state_topic, "state_class": "measurement",
                                   "icon": "mdi:account-multiple", "value_template": "{{ value_json.faces }}"},
@@ -296,6 +326,9 @@ class MqttService:
             ("binary_sensor", "camera"): {"name": "Camera", "device_class": "connectivity",
                                           "entity_category": "diagnostic", "state_topic": self.state_topic,
                                           "value_template": "{{ 'ON' if value_json.camera_ok else 'OFF' }}"},
+            ("binary_sensor", "event_log"): {"name": "Event log", "device_class": "problem",
+                                             "entity_category": "diagnostic", "state_topic": self.state_topic,
+                                             "value_template": "{{ 'OFF' if value_json.events_ok else 'ON' }}"},
         }
         prefix = self.config.discovery_prefix
         return {f"{prefix}/{component}/{self.node_id}/{object_id}/config":

@@ -21,6 +21,7 @@ MODEL_FILE = "classifier.tflite"
 NOSE_MODEL_FILE = "nose.tflite"
 NOSE_LABELS = ("nose_covered", "nose_out")
 METADATA_FILE = "metadata.json"
+HEAD_FILE = "head.npz"  # an adapted last layer (maskgate model adapt): weights (labels × embedding), bias
 DEFAULT_BUNDLE = "mask_classifier"
 
 
@@ -48,6 +49,7 @@ class BundleMetadata(BaseModel):
     threshold: float = Field(gt=0.0, lt=1.0, description="min p(with_mask) to grant")
     quantisation: Literal["float32", "int8", "uint8"]
     nose_check: NoseCheck | None = None  # needs the detector's keypoints; without it p(with_mask) decides alone
+    adapted_head: bool = Field(False, description=f"{HEAD_FILE} replaces the model's last layer")
 
     @model_validator(mode="after")
     def _with_mask_is_a_label(self) -> "BundleMetadata":
@@ -95,7 +97,7 @@ def read_metadata(bundle_dir: str | Path) -> BundleMetadata:
 
 def model_files(bundle_dir: str | Path, metadata: BundleMetadata) -> list[Path]:
     """The model files ``metadata`` says the bundle holds."""
-    names = [MODEL_FILE] + ([NOSE_MODEL_FILE] if metadata.nose_check else [])
+    names = [MODEL_FILE] + ([NOSE_MODEL_FILE] if metadata.nose_check else []) + ([HEAD_FILE] if metadata.adapted_head else [])
     return [Path(bundle_dir) / name for name in names]
 
 
@@ -105,8 +107,9 @@ class MaskClassifier:
     def __init__(self, bundle_dir: str | Path | None = None, *, num_threads: int = 2):
         self.bundle_dir = Path(bundle_dir) if bundle_dir else default_bundle_dir()
         self.metadata = read_metadata(self.bundle_dir)
-        self._model = _Model(self.bundle_dir / MODEL_FILE, self.metadata.input_size, len(self.metadata.labels),
-                             num_threads=num_threads)
+        model = _AdaptedModel if self.metadata.adapted_head else _Model
+        self._model = model(self.bundle_dir / MODEL_FILE, self.metadata.input_size, len(self.metadata.labels),
+                            num_threads=num_threads)
         nose = self.metadata.nose_check
         self._nose = (_Model(self.bundle_dir / NOSE_MODEL_FILE, nose.input_size, len(NOSE_LABELS),
                              num_threads=num_threads) if nose else None)
@@ -168,6 +171,83 @@ class _Model:
             scores = _dequantise(self._interpreter.get_tensor(self._output["index"])[0], self._output)
             results.append(_as_probabilities(scores))
         return results
+
+
+class Embedder:
+    """The classifier's embedding — what its last, fully connected layer reads — and that layer's weights.
+
+    Read from the model's own tensors, so an int8 bundle needs nothing extra for ``maskgate model adapt``."""
+
+    def __init__(self, path: Path, input_size: int, *, num_threads: int = 2):
+        graph = load_interpreter(path, num_threads=1, delegate=False)  # the op graph, as the file has it
+        tensors = {d["index"]: d for d in graph.get_tensor_details()}
+        producers = {out: op for op in graph._get_ops_details() for out in op["outputs"]}
+        op = producers.get(graph.get_output_details()[0]["index"])
+        while op is not None and op["op_name"] in ("SOFTMAX", "QUANTIZE", "DEQUANTIZE"):
+            op = producers.get(op["inputs"][0])
+        if op is None or op["op_name"] != "FULLY_CONNECTED":
+            raise ModelError(f"{path}: the model does not end in a fully connected layer: it has no embedding to adapt")
+        embedding, weights, *bias = op["inputs"]
+        self._embedding = tensors[embedding]
+        self.weights = _dequantise_array(graph.get_tensor(weights), tensors[weights])
+        self.bias = (_dequantise_array(graph.get_tensor(bias[0]), tensors[bias[0]]) if bias and bias[0] >= 0
+                     else np.zeros(len(self.weights)))
+        self._interpreter = load_interpreter(path, num_threads=num_threads, keep_tensors=True)
+        (self._input,) = self._interpreter.get_input_details()
+        if tuple(self._input["shape"][1:]) != (input_size, input_size, 3):
+            raise ModelError(f"{path}: input shape {tuple(self._input['shape'])} does not match input_size {input_size}")
+
+    @property
+    def size(self) -> int:
+        return self.weights.shape[1]
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """N×size embeddings of a normalised batch (``MaskClassifier._batch``)."""
+        rows = []
+        for tensor in _quantise(batch, self._input):
+            self._interpreter.set_tensor(self._input["index"], tensor[None])
+            self._interpreter.invoke()
+            value = self._interpreter.get_tensor(self._embedding["index"])
+            rows.append(_dequantise_array(value, self._embedding).reshape(-1))
+        return np.stack(rows) if rows else np.zeros((0, self.size))
+
+
+class _AdaptedModel:
+    """The bundle's model up to its embedding, then the adapted last layer of ``head.npz`` in numpy."""
+
+    def __init__(self, path: Path, input_size: int, outputs: int, *, num_threads: int):
+        self._embedder = Embedder(path, input_size, num_threads=num_threads)
+        head = path.parent / HEAD_FILE
+        try:
+            with np.load(head) as data:
+                self.weights, self.bias = data["weights"].astype(np.float64), data["bias"].astype(np.float64)
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelError(f"{head}: not an adapted head ({exc})") from None
+        if self.weights.shape != (outputs, self._embedder.size) or self.bias.shape != (outputs,):
+            raise ModelError(f"{head}: weights {self.weights.shape} do not fit {outputs} labels and an embedding of "
+                             f"{self._embedder.size}")
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        return list(softmax(self._embedder.embed(batch) @ self.weights.T + self.bias))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def _dequantise_array(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """A tensor's real values: per-tensor or per-channel (weights) quantisation undone."""
+    if np.issubdtype(values.dtype, np.floating):
+        return values.astype(np.float64)
+    params = detail.get("quantization_parameters") or {}
+    scales, zeros = np.asarray(params.get("scales", [])), np.asarray(params.get("zero_points", []))
+    if scales.size <= 1:
+        scale, zero_point = (scales[0], zeros[0]) if scales.size else detail["quantization"]
+        return (values.astype(np.float64) - zero_point) * scale
+    shape = [1] * values.ndim
+    shape[params.get("quantized_dimension", 0)] = -1
+    return (values.astype(np.float64) - zeros.reshape(shape)) * scales.reshape(shape)
 
 
 def _quantise(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:

@@ -114,4 +114,22 @@ def decode_image(data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise FrameError(f"corrupt {kind.upper()}: cannot be decoded")
+    if kind == "jpeg" and not _jpeg_complete(data, image):
+        raise FrameError("truncated JPEG: the image data ends before the picture does")
     return image
+
+
+ENTROPY_FILLER = bytes(range(1, 255))  # no 0xFF: read as image data, never as a marker
+
+
+def _jpeg_complete(data: bytes, image: np.ndarray) -> bool:
+    """Whether the scan held every block: libjpeg fills the blocks of a cut scan with flat grey and stops at
+    whatever end-of-image marker comes next, so a cut file with one appended decodes. When the last block is
+    flat, the file is decoded again with filler before its end marker: a complete scan never reads it (the
+    picture is the same), a cut one does."""
+    corner = image[-8:, -8:]
+    if not (corner == corner[0, 0]).all():
+        return True
+    end = data.index(b"\xff\xd9", _jpeg_frame(data)[2])
+    filled = cv2.imdecode(np.frombuffer(data[:end] + ENTROPY_FILLER + data[end:], np.uint8), cv2.IMREAD_COLOR)
+    return filled is not None and np.array_equal(image, filled)

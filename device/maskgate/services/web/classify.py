@@ -2,9 +2,10 @@
 
 Inference runs on ``web.api.workers`` threads of their own, each with its own InferenceCore (never the
 frame loop's), at the lowest CPU priority (nice 19, which Linux keeps per thread and passes on to the
-interpreter threads each worker starts), fed by a bounded queue: when it is full the answer is 503 at
-once. Every caller needs the API token, from loopback too; every request counts against its address's
-rate limit, answered or not. Bad input is a 4xx with ``{"error": "..."}``.
+interpreter threads each worker starts), fed by a bounded queue. A request takes a place (a worker's or
+the queue's) before its body is read, and is answered 503 at once when none is free: at most
+``workers + queue`` bodies are ever held. Every caller needs the API token, from loopback too; every request
+counts against its client's rate limit, answered or not. Bad input is a 4xx with ``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from ...access.reasons import Reason
 from ...errors import FrameError
 from ...vision.frames import ImageTooLarge
+from .limits import client_key
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +50,9 @@ def busy() -> ApiError:
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """A refusal; the connection closes after it, so the body of a refused request is never read."""
     return JSONResponse({"error": message}, status_code=status,
-                        headers={"Cache-Control": "no-store", **(headers or {})})
+                        headers={"Cache-Control": "no-store", "Connection": "close", **(headers or {})})
 
 
 class RateLimiter:
@@ -60,7 +64,7 @@ class RateLimiter:
 
     def wait(self, client: str) -> float:
         """0.0 (and the request counted), or the seconds until ``client`` may ask again."""
-        now = self.clock()
+        now, client = self.clock(), client_key(client)
         tokens, when = self.buckets.get(client, (self.capacity, now))
         tokens = min(self.capacity, tokens + (now - when) * self.rate)
         if tokens < 1.0:
@@ -146,6 +150,7 @@ class ClassifyApi:
         self._token = api.token.get_secret_value().encode()
         self.limiter = RateLimiter(api.rate_per_minute)
         self.workers = ClassifyWorkers(config, count=api.workers, queue_size=api.queue, max_pixels=api.max_pixels)
+        self.places = asyncio.Semaphore(api.workers + api.queue)  # requests past the token check, bodies held
 
     def authorized(self, request: Request) -> bool:
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
@@ -159,8 +164,12 @@ class ClassifyApi:
                            {"Retry-After": str(math.ceil(wait))})
         if not self.authorized(request):
             raise ApiError(401, "token required: Authorization: Bearer <web.api.token>", {"WWW-Authenticate": "Bearer"})
-        if self.workers.jobs.full():  # before reading the body: a busy daemon spends nothing on it
+        if self.places.locked():  # before reading the body: a busy daemon spends nothing on it
             raise busy()
+        async with self.places:
+            return await self._classify(request)
+
+    async def _classify(self, request: Request) -> JSONResponse:
         body = await _read_capped(request, self.settings.max_body_bytes)
         name = request.query_params.get("name") or "upload"
         content_type = request.headers.get("content-type", "")
@@ -182,21 +191,23 @@ class ClassifyApi:
         return JSONResponse(record, headers={"Cache-Control": "no-store"})
 
 
-async def _read_capped(request: Request, limit: int) -> bytes:
+async def _read_capped(request: Request, limit: int) -> bytearray:
+    """The body, at most ``limit`` bytes, in one buffer (sized by Content-Length when there is one)."""
     too_large = ApiError(413, f"request body over {limit} bytes (web.api.max_body_bytes)")
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise too_large
-    chunks, size = [], 0
+    body, size = bytearray(int(length) if length.isdigit() else 0), 0
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+        if size + len(chunk) > limit:
             raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+        body[size:size + len(chunk)] = chunk  # in place while within Content-Length
+        size += len(chunk)
+    del body[size:]
+    return body
 
 
-def multipart_image(body: bytes, content_type: str) -> tuple[str | None, bytes]:
+def multipart_image(body: bytes | bytearray, content_type: str) -> tuple[str | None, bytes | bytearray]:
     """The ``image`` field of a multipart/form-data body: (its filename, its bytes); ApiError 400 if none."""
     header = Message()
     header["content-type"] = content_type
@@ -230,6 +241,9 @@ class ClassifyResult(BaseModel):
     height: int
     faces: list[Face]
     decision: Literal["granted", "denied", "no_face"]
+    reason: Reason  # why, as a code (the interface); reason_text is its words
+    reason_text: str
+    decided_by: int | None  # index into faces of the face that decided; None when no face counts
 
 
 class ErrorBody(BaseModel):

@@ -19,12 +19,13 @@ from typing import Awaitable, Callable
 import cv2
 import numpy as np
 
-from ...access.verdict import UNSURE_REASON
-from ...messages import CameraChanged, DoorChanged, FrameProcessed, Lifecycle
+from ...access.reasons import Reason
+from ...messages import CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, Lifecycle
 from ...vision.core import FaceResult, face_json
 
 log = logging.getLogger(__name__)
 
+CLOSING_SECONDS = 2.0  # a vision grant's last seconds: the kiosk says the door is closing
 STATUS_EVERY = 0.25  # seconds: status pushes when nothing that is shown changed (faces, fps, countdown)
 SEND_TIMEOUT = 2.0  # seconds a viewer may take to take one message before it is dropped
 
@@ -34,12 +35,13 @@ VIEWS: dict[str, tuple[str, str, str, str, str]] = {
     "idle": ("idle", "mask", "MASK", "Masks required", "Step up to the camera, one person at a time"),
     "checking": ("wait", "scan", "WAIT", "Checking…", "Hold still and look at the camera"),
     "granted": ("go", "check", "OPEN", "Welcome — door open", "Please come in"),
+    "closing": ("go", "door", "OPEN", "Welcome — door open", "The door is closing"),
     "denied": ("stop", "mask", "STOP", "Please wear a mask", "The door stays locked"),
     "nose": ("warn", "nose", "STOP", "Please cover your nose", "The mask must cover nose and mouth"),
     "face_camera": ("warn", "scan", "WAIT", "Please face the camera", "The mask was not clearly seen"),
     "everyone": ("stop", "mask", "STOP", "Everyone must wear a mask", "The door stays locked"),
     "one_person": ("warn", "people", "ONE", "One person at a time", "Please step up alone"),
-    "cooldown": ("idle", "hourglass", "WAIT", "Please wait", "The door is closing"),
+    "cooldown": ("idle", "hourglass", "WAIT", "Please wait", "Next person in a moment"),
     "camera_lost": ("locked", "camera-off", "LOCKED", "Camera unavailable — door locked", "Please ask staff"),
     "emergency": ("alarm", "alarm", "EXIT", "Emergency — door released", "Leave the building calmly"),
     "override_unlocked": ("go", "unlock", "OPEN", "Door opened by staff", "Please come in"),
@@ -49,18 +51,18 @@ VIEWS: dict[str, tuple[str, str, str, str, str]] = {
     "stopped": ("locked", "lock", "LOCKED", "Out of service — door locked", "Please ask staff"),
     "offline": ("locked", "camera-off", "OFFLINE", "Door offline", "No answer from this door"),
 }
-DENIAL_VIEWS = {"mask worn incorrectly": "nose", UNSURE_REASON: "face_camera",
-                "not everyone wears a mask": "everyone"}
+DENIAL_VIEWS = {Reason.INCORRECT: "nose", Reason.UNSURE: "face_camera", Reason.NOT_EVERYONE: "everyone"}
 
 
-def screen(state: str, reason: str, near_faces: int) -> dict:
-    """The kiosk's words for a door state; the decider's reason picks among the denials."""
+def screen(state: str, reason: str, people: int) -> dict:
+    """The kiosk's words for a door state; the decision's reason code picks among the denials. ``people``:
+    faces close enough to count."""
     key = state
     if state == "denied":
-        key = next((view for start, view in DENIAL_VIEWS.items() if reason.startswith(start)), "denied")
-    elif state == "checking" and reason.startswith(UNSURE_REASON):
+        key = DENIAL_VIEWS.get(reason, "denied")
+    elif state == "checking" and reason == Reason.UNSURE:
         key = "face_camera"
-    if state in ("checking", "denied") and near_faces > 1:
+    if state in ("checking", "denied") and people > 1 and reason != Reason.NOT_EVERYONE:
         key = "one_person"
     tone, icon, word, title, detail = VIEWS.get(key, VIEWS["idle"])
     return {"key": key, "tone": tone, "icon": icon, "word": word, "title": title, "detail": detail}
@@ -69,7 +71,7 @@ def screen(state: str, reason: str, near_faces: int) -> dict:
 def offline_status(detail: str) -> dict:
     view = {**screen("offline", "", 0), "detail": detail}
     return {"type": "status", "state": "offline", "reason": detail, "door": "unknown", "faces": [], "fps": 0.0,
-            "camera_ok": False, "time": time.time(), "view": view}
+            "camera_ok": False, "events_ok": None, "time": time.time(), "view": view}
 
 
 LABEL_BGR = {"with_mask": (60, 170, 40), "without_mask": (40, 40, 220), "incorrect_mask": (0, 140, 255)}
@@ -184,13 +186,16 @@ class LiveFeed:
 
     def __init__(self, app, channel: Channel, *, preview_fps: float):
         self.controller, self.channel = app.controller, channel
-        self.min_face_px = app.config.decision.min_face_px
+        self.rule, self.frames_to_decide = app.decider.rule, app.config.decision.frames_to_decide
+        self.collecting = app.config.collect.enabled  # the kiosk says so while faces are kept
         self.preview_every = 1.0 / preview_fps
         self._lock = threading.RLock()
         self._camera_ok: bool | None = None
+        self._events_ok = True
         self._stopped = False
         self._faces: list[dict] = []
         self._near = 0
+        self._refused: list = []  # this run of frames the rule refuses (their verdicts), newest last
         self._fps = 0.0
         self._shown: tuple | None = None
         self._seen: tuple | None = None
@@ -198,7 +203,7 @@ class LiveFeed:
         self._encoded = 0.0
         bus = app.bus
         self.subscriptions = [
-            bus.subscribe((DoorChanged, CameraChanged, Lifecycle), self._on_event, name="web:events"),
+            bus.subscribe((DoorChanged, CameraChanged, Lifecycle, EventLogChanged), self._on_event, name="web:events"),
             bus.subscribe(FrameProcessed, self._on_frame, name="web:status", latest=True),
             bus.subscribe(FrameProcessed, self._on_preview, name="web:preview", latest=True,
                           when=lambda m: channel.wants_preview()),
@@ -216,33 +221,52 @@ class LiveFeed:
             return {"type": "status", "state": state, "reason": door["reason"], "door": door["door"],
                     "layer": door["layer"], "who": door["who"], "seconds_left": door["seconds_left"],
                     "faces": self._faces, "fps": round(self._fps, 1), "camera_ok": bool(self._camera_ok),
-                    "time": time.time(), "view": screen(state, door["reason"], self._near)}
+                    "events_ok": self._events_ok, "time": time.time(),
+                    "view": self._view(state, door), "collecting": self.collecting}
+
+    def _view(self, state: str, door: dict) -> dict:
+        """The kiosk's words; while vision's grant holds the door open, the faces in view now come first:
+        someone without a mask is told so (the door keeps following the access rules)."""
+        if state == "granted" and len(self._refused) >= self.frames_to_decide:
+            return screen("denied", self._refused[-1].reason, self._near)
+        if state == "granted" and door["seconds_left"] is not None and door["seconds_left"] <= CLOSING_SECONDS:
+            return screen("closing", door["reason"], self._near)
+        return screen(state, door["reason"], self._near)
 
     def _on_event(self, message) -> None:
         with self._lock:
             if isinstance(message, CameraChanged):
                 self._camera_ok = message.ok
+            elif isinstance(message, EventLogChanged):
+                self._events_ok = message.ok
             elif isinstance(message, Lifecycle):
                 self._stopped = message.kind == "stopped"
         self._push()
 
     def _on_frame(self, message: FrameProcessed) -> None:
         faces = message.result.faces
-        seen = (message.decision.state, message.decision.reason, tuple(fr.prediction.label for fr in faces))
+        verdict = self.rule.judge(faces)
+        if verdict.outcome == "denied" and not verdict.unsure:
+            self._refused = self._refused[-self.frames_to_decide:] + [verdict]
+        else:
+            self._refused = []
+        seen = (message.decision.state, message.decision.reason, tuple(fr.prediction.label for fr in faces),
+                len(self._refused) >= self.frames_to_decide)
         if seen == self._seen and self._camera_ok and time.monotonic() - self._pushed < STATUS_EVERY:
             return  # nothing shown changed: cheap at hundreds of frames a second
         self._seen = seen
         with self._lock:
             self._camera_ok = True
             self._faces = [face_json(fr) for fr in faces]
-            self._near = sum(fr.face.height >= self.min_face_px for fr in faces)
+            self._near = message.decision.people
             self._fps = message.fps
         self._push()
 
     def _push(self) -> None:
         with self._lock:  # both handler threads push: keep their order
             status = self.snapshot()
-            shown = (status["state"], status["reason"], status["door"], status["camera_ok"], status["view"]["key"],
+            shown = (status["state"], status["reason"], status["door"], status["camera_ok"], status["events_ok"],
+                     status["view"]["key"],
                      tuple(f["label"] for f in status["faces"]))
             now = time.monotonic()
             if shown != self._shown or now - self._pushed >= STATUS_EVERY:

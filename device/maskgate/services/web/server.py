@@ -2,7 +2,8 @@
 
 Requests from 127.0.0.1 (or ::1) need no token. Any other client — another host, or even another
 loopback address such as 127.0.0.2 — needs ``web.remote.enabled`` and the token, as
-``Authorization: Bearer …`` or the cookie the login form sets (``/login``). Without it: 401.
+``Authorization: Bearer …`` or the cookie the login form sets (``/login``). Without it: 401. A client that
+keeps sending wrong tokens (form, header or cookie) is locked out with 429, for longer each time.
 The classify API (``classify.py``) has a token of its own that every caller needs, loopback included;
 that token also opens its OpenAPI description, ``/api/v1/openapi.json``.
 """
@@ -12,20 +13,27 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import html
 import logging
+import math
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import HTTPConnection
 
 from ...config import DoorLink
 from .classify import PATH as CLASSIFY_PATH
 from .classify import ClassifyApi, add_routes
+from .review import add_model_route
+from .review import add_routes as add_review_routes
+from ..metrics import Metrics
+from .limits import LOCAL_CLIENTS, OncePerMinute, Quiet, Throttle
 from .live import Channel, LiveFeed, offline_status
 
 log = logging.getLogger(__name__)
@@ -39,12 +47,13 @@ class _DenialIsNotAnError(logging.Filter):
 
 
 logging.getLogger("uvicorn.error").addFilter(_DenialIsNotAnError())
+logging.getLogger("uvicorn.error").addFilter(OncePerMinute())  # one garbage request a line, else a log flood
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "maskgate_session"
-LOCAL_CLIENTS = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 OPEN_PATHS = ("/login", "/static/", "/favicon.ico")
 OPENAPI_PATH = "/api/v1/openapi.json"
+METRICS_PATH = "/metrics"
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -55,8 +64,16 @@ class Guard:
         self._token = token.encode() if token else None
         self.session = hmac.new(self._token, b"maskgate-session", hashlib.sha256).hexdigest() if token else None
 
+    @staticmethod
+    def local(conn: HTTPConnection) -> bool:
+        return conn.client is not None and conn.client.host in LOCAL_CLIENTS
+
+    @staticmethod
+    def presents_token(conn: HTTPConnection) -> bool:
+        return "authorization" in conn.headers or COOKIE in conn.cookies
+
     def allows(self, conn: HTTPConnection) -> bool:
-        if conn.client is not None and conn.client.host in LOCAL_CLIENTS:
+        if self.local(conn):
             return True
         if self._token is None:
             return False
@@ -109,17 +126,28 @@ class DoorRelay:
             backoff = min(backoff * 2, 10.0)
 
 
+def login_page(message: str, status_code: int, headers: dict) -> HTMLResponse:
+    """The sign-in form with ``message`` shown above it."""
+    form = (STATIC / "login.html").read_text()
+    shown = form.replace('data-role="error" hidden></p>', f'data-role="error">{html.escape(message)}</p>', 1)
+    return HTMLResponse(shown, status_code=status_code, headers=headers)
+
+
 def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLink],
-               api: ClassifyApi | None = None) -> FastAPI:
+               api: ClassifyApi | None = None, metrics: Metrics | None = None, faces=None, state_dir=None) -> FastAPI:
     """The web app; ``feed.channel`` is the local door, ``doors`` the ones on the multi-door page, ``api`` the
-    classify API (None: off)."""
+    classify API (None: off), ``metrics`` what ``/metrics`` serves (None: no such page), ``faces`` the
+    collected faces the review page shows (None: no such page), ``state_dir`` where installed models are
+    (None: no ``/api/v1/model``)."""
     guard = Guard(token)
+    throttle = Throttle()
     local = feed.channel
     relays = [DoorRelay(link, Channel()) for link in doors]
 
     @asynccontextmanager
     async def lifespan(_app):
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(Quiet().asyncio_handler)
         for channel in [local] + [r.channel for r in relays]:
             channel.loop = loop
         local.publish_status(feed.snapshot())
@@ -132,13 +160,36 @@ def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLin
                   lifespan=lifespan)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+    def admitted(conn: HTTPConnection) -> tuple[bool, float]:
+        """(may in, seconds locked out): a token sent from afar is a guess until it matches, and counts."""
+        if guard.local(conn) or not guard.presents_token(conn):
+            return guard.local(conn), 0.0
+        client = conn.client.host if conn.client else ""
+        if wait := throttle.attempt(client):
+            return False, wait
+        if guard.allows(conn):
+            throttle.succeeded(client)
+            return True, 0.0
+        return False, 0.0
+
+    def locked_out(path: str, wait: float) -> Response:
+        headers = {**NO_STORE, "Retry-After": str(math.ceil(wait))}
+        if path.startswith("/api/"):
+            return JSONResponse({"detail": "too many wrong tokens: try again later"}, status_code=429, headers=headers)
+        return login_page(f"Too many wrong tokens: try again in {math.ceil(wait)} s.", 429, headers)
+
     @app.middleware("http")
     async def require_token(request: Request, call_next):
         path = request.url.path
-        if (path.startswith(OPEN_PATHS) or path == CLASSIFY_PATH or guard.allows(request)
+        if (path.startswith(OPEN_PATHS) or path == CLASSIFY_PATH
                 or (path == OPENAPI_PATH and api is not None and api.authorized(request))):
             return await call_next(request)
-        if request.url.path.startswith("/api/"):
+        allowed, wait = admitted(request)
+        if allowed:
+            return await call_next(request)
+        if wait:
+            return locked_out(path, wait)
+        if path.startswith("/api/") or path == METRICS_PATH:
             return JSONResponse({"detail": "token required"}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
         return FileResponse(STATIC / "login.html", status_code=401, headers=NO_STORE)
@@ -168,10 +219,14 @@ def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLin
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request):
+        """The remote token as a form field (the body is capped); guesses lock the client out, longer each time."""
+        client = request.client.host if request.client else ""
+        if wait := throttle.attempt(client):
+            return locked_out("/login", wait)
         form = parse_qs((await request.body()).decode(errors="replace"))
         if not guard.token_matches(form.get("token", [""])[0]):
-            await asyncio.sleep(0.5)  # slows guessing
-            return FileResponse(STATIC / "login.html", status_code=401, headers=NO_STORE)
+            return login_page("That token was not accepted: check it (web.remote.token) and try again.", 401, NO_STORE)
+        throttle.succeeded(client)
         response = RedirectResponse("/remote", status_code=303)
         response.set_cookie(COOKIE, guard.session, httponly=True, samesite="strict",
                             secure=request.url.scheme == "https")
@@ -209,8 +264,10 @@ def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLin
     @app.websocket("/api/v1/live")
     async def live(websocket: WebSocket, preview: bool = False, door: int | None = None):
         """Status JSON as text messages on every change, JPEG previews as binary ones (``preview=1``)."""
-        if not guard.allows(websocket):
-            await websocket.send_denial_response(JSONResponse({"detail": "token required"}, status_code=401))
+        allowed, wait = admitted(websocket)
+        if not allowed:
+            await websocket.send_denial_response(locked_out("/api/", wait) if wait else
+                                                 JSONResponse({"detail": "token required"}, status_code=401))
             return
         if door is not None and not 0 <= door < len(relays):
             await websocket.close(code=1008)
@@ -228,7 +285,16 @@ def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLin
         if serving in done and serving.exception() is None and listening not in done:
             await _close_quietly(websocket)  # it stopped reading
 
+    if metrics is not None:
+        @app.get(METRICS_PATH, include_in_schema=False)
+        def prometheus_metrics():
+            """The daemon's Prometheus metrics (text exposition format)."""
+            return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST, headers=NO_STORE)
+
     add_routes(app, api)
+    add_review_routes(app, faces, page)
+    if state_dir is not None:
+        add_model_route(app, state_dir)
     return app
 
 
