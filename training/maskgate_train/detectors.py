@@ -279,10 +279,16 @@ def combinations(single: dict[str, object]) -> dict[str, object]:
 
 
 def cheaper_first_passes(single: dict[str, object]) -> dict[str, object]:
-    """The device's cascades (``FaceDetector(first_pass_size=...)``) built on the single passes: a small first
-    pass, 320 only when it finds no face, then the centre ×2 only when that finds none either."""
+    """The device's camera-frame cascades (``FaceDetector(first_pass_size=...)``) built on the single passes: a
+    small first pass, the full look (320, then the centre ×2 if none) when it finds no face, or (as the device
+    does) no face of the door's decision size."""
     full = Fallback(single["YuNet 320"], CentreZoom(320))
-    return {f"YuNet {size} → 320 → centre ×2": Fallback(single[f"YuNet {size}"], full) for size in FIRST_PASS_SIZES}
+    found: dict[str, object] = {}
+    for size in FIRST_PASS_SIZES:
+        found[f"YuNet {size} → 320 → centre ×2"] = Fallback(single[f"YuNet {size}"], full)
+        found[f"YuNet {size} → 320 → centre ×2 if no face ≥ {DOOR_FACE_PX} px"] = Fallback(
+            single[f"YuNet {size}"], full, min_px=DOOR_FACE_PX)
+    return found
 
 
 @dataclass
