@@ -63,8 +63,8 @@ def write_docs() -> None:
     from test_kiosk_browser import browser
     from web_rig import SceneCamera, running, web_config
 
-    from maskgate.app import build_core
     from maskgate.sources.scenes import door_scene
+    from maskgate.vision.core import InferenceCore
 
     DOCS.mkdir(exist_ok=True)
     scenes = {"masked": door_scene(masked=True), "bare": door_scene(masked=False),
@@ -73,7 +73,7 @@ def write_docs() -> None:
         config = web_config(Path(tmp))
         config.classifier.threshold = None
         camera = SceneCamera(scenes, "empty")
-        with running(config, build_core(config), camera) as (app, web):
+        with running(config, InferenceCore.from_config(config), camera) as (app, web):
             take_over(app, web)
             for name, size in SIZES.items():
                 with browser(size) as driver:

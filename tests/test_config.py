@@ -43,7 +43,7 @@ def write(tmp_path, text):
         ("gpio:\n  relay: {pin: 17, activ_high: true}\n", "gpio.relay.activ_high: unknown key"),
         ("decison:\n  policy: all\n", "decison: unknown key"),
         ("decision:\n  unlock_seconds: -1\n", "decision.unlock_seconds: Input should be greater than 0"),
-        ("decision:\n  frames_to_decide: many\n", "decision.frames_to_decide: Input should be a valid integer"),
+        ("decision:\n  frames_to_decide: many\n", "decision.frames_to_decide: Input should be a valid number"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("camera: [\n", "not valid YAML at line 2"),
         ("camera:\n  backend: replay\n", "camera: backend replay needs replay_path"),
@@ -174,7 +174,7 @@ def test_check_config_names_a_model_file_the_bundle_metadata_promises(tmp_path):
 
 
 def test_nose_threshold_override_reaches_the_door_rule():
-    from maskgate.app import decision_rule
+    from maskgate.access.verdict import decision_rule
     from maskgate.vision.classifier import MaskClassifier
 
     classifier = MaskClassifier(TINY_BUNDLES / "nose")
@@ -196,13 +196,16 @@ def test_check_config_accepts_the_shipped_configs():
 
 
 def test_detector_options_reach_the_detector_and_the_command_line_overrides_only_what_it_names():
-    from maskgate.app import build_detector
+    from maskgate.vision.core import InferenceCore
     from maskgate.vision.detector import default_model_path
+
+    def build_detector(config, **overrides):
+        return InferenceCore.from_config(config, **overrides).detector
 
     config = Config.model_validate({"detector": {"input_size": 288, "first_pass_size": 192, "centre_zoom": False,
                                                  "score_threshold": 0.6, "full_pass_every": 2},
                                     "decision": {"min_face_px": 100}})
-    detector = build_detector(config, model_path=default_model_path(), num_threads=1)
+    detector = build_detector(config, detector_model=default_model_path(), num_threads=1)
     assert (detector.input_size, detector.first_pass_size, detector.centre_zoom, detector.score_threshold,
             detector.full_pass_every, detector.first_pass_min_px) == (288, 192, False, 0.6, 2, 100)
     assert build_detector(Config.model_validate({"detector": {"first_pass_size": None}})).first_pass_size is None

@@ -85,8 +85,9 @@ def test_masked_person_unlocks_after_n_frames_and_relocks_after_unlock_seconds(c
     rig = Rig(core, tmp_path, replay([scenes["masked"]] * 20))
     assert rig.run() == 0
     decisions = rig.decisions()
-    assert decisions[:3] == ["checking", "checking", "granted"]
-    assert decisions[2:12] == ["granted"] * 10 and decisions[12] == "cooldown"  # 1.0 s at 10 fps
+    first = decisions.index("granted")
+    assert set(decisions[:first]) == {"checking"} and first <= 5, decisions
+    assert decisions[first:first + 10] == ["granted"] * 10 and decisions[first + 10] == "cooldown"  # 1.0 s at 10 fps
     assert rig.door_changes()[:2] == [(True, "granted"), (False, "entry time over")]
     assert rig.relay_levels()[-1] == 0 and 1 in rig.relay_levels()
     outcomes = rig.outcomes()
@@ -103,7 +104,7 @@ def test_no_mask_far_face_or_nobody_never_unlocks(core, scenes, tmp_path, scene)
         assert "denied" in rig.outcomes()
         assert 1 in [state for _, state in rig.factory.pin(RED).states]
         (denied, *_) = [e for e in EventLog(rig.app.events.path.parent).list() if e.outcome == "denied"]
-        assert (denied.code, denied.reason, denied.face, denied.face_count) == ("no_mask", "no mask", 0, 1)
+        assert (denied.code, denied.reason, denied.face, denied.track, denied.face_count) == ("no_mask", "no mask", 0, 1, 1)
     else:
         assert set(rig.decisions()) == {"idle"}
         reasons = {m.decision.reason for m in rig.timeline if isinstance(m, FrameProcessed)}

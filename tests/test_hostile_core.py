@@ -281,7 +281,7 @@ def test_a_replay_that_opens_but_cannot_be_read_backs_off_instead_of_spinning(co
 
     from maskgate.access.controller import DoorController
     from maskgate.access.decider import Decider
-    from maskgate.app import decision_rule
+    from maskgate.access.verdict import decision_rule
     from maskgate.bus import EventBus
     from maskgate.config import Config
     from maskgate.hardware.door import build_door

@@ -10,7 +10,7 @@ import tarfile
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from maskgate.app import App, classifier_bundle
+from maskgate.app import App
 from maskgate.cli import main
 from maskgate.errors import ModelError
 from maskgate.records.events import EventLog
@@ -18,6 +18,7 @@ from maskgate.services.shadow import REQUEST, RESULT, read_json
 from maskgate.teach import current_user
 from maskgate.vision.bundles import Models, bundle_id, pack
 from maskgate.vision.classifier import default_bundle_dir
+from maskgate.vision.core import classifier_bundle
 from test_daemon import make_config, replay
 
 

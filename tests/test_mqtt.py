@@ -285,14 +285,14 @@ def test_discovery_state_events_and_availability_from_a_replay(broker, core, sce
     assert states.index("granted") > states.index("checking")
     last = watcher.json(f"{PREFIX}/state")[-1]
     assert last["last_decision"] == "granted" and last["last_reason"] == "granted" and last["camera_ok"] is True
-    assert (last["last_reason_text"], last["last_face"]) == ("mask worn", 0)
+    assert (last["last_reason_text"], last["last_face"], last["last_track"]) == ("mask worn", 0, 1)
     assert last["fps"] > 0 and isinstance(last["faces"], int)
     assert {(s["reason"], s["reason_text"]) for s in watcher.json(f"{PREFIX}/state")} >= {
         ("no_face", "no face"), ("granted", "mask worn")}
     events = watcher.json(f"{PREFIX}/event")
     assert [e["outcome"] for e in events if e["outcome"] in ("granted", "door")][:3] == ["door", "granted", "door"]
     (granted, *_) = [e for e in events if e["outcome"] == "granted"]
-    assert (granted["code"], granted["reason"], granted["face"]) == ("granted", "mask worn", 0)
+    assert (granted["code"], granted["reason"], granted["face"], granted["track"]) == ("granted", "mask worn", 0, 1)
     assert events[0]["outcome"] == "camera_ok"
     door = watcher.json(f"{PREFIX}/door")
     assert any(d["door"] == "unlocked" and d["layer"] == "vision" for d in door) and door[-1]["door"] == "locked"

@@ -73,6 +73,7 @@ def test_remote_beyond_loopback_with_a_long_token_is_accepted_and_the_token_stay
 
 @pytest.mark.parametrize("state, reason, near, title, tone", [
     ("granted", Reason.GRANTED, 1, "Welcome — door open", "go"),
+    ("granted", Reason.NO_MASK, 2, "Please wear a mask", "stop"),  # open for one, another has no mask
     ("denied", Reason.NO_MASK, 1, "Please wear a mask", "stop"),
     ("denied", Reason.INCORRECT, 1, "Please cover your nose", "warn"),
     ("denied", Reason.UNSURE, 1, "Please face the camera", "warn"),
@@ -109,6 +110,7 @@ def test_status_and_events_follow_the_door(tmp_path, core, scenes):
         denied = wait_for(lambda: (s := status())["state"] == "denied" and s, what="denied")
         assert denied["door"] == "locked" and denied["reason"] == "no_mask" and denied["camera_ok"] is True
         assert denied["view"]["title"] == "Please wear a mask"
+        assert denied["decided_by"] == 0 and denied["track"] >= 1, "the person the denial is for"
         assert [f["label"] for f in denied["faces"]] == ["without_mask"]
         assert len(denied["faces"][0]["box"]) == 4 and 0 < denied["faces"][0]["confidence"] <= 1
         assert denied["fps"] > 0 and abs(denied["time"] - time.time()) < 5
@@ -121,6 +123,9 @@ def test_status_and_events_follow_the_door(tmp_path, core, scenes):
         assert outcomes.index("denied") < outcomes.index("granted")
         last = json.loads(get(web, "/api/v1/events?limit=1")[2])["events"]
         assert last == everything[-1:]
+        decided = [e for e in everything if e["outcome"] in ("granted", "denied")]
+        assert all(e["source"] == "vision" and e["track"] >= 1 and e["face"] == 0 for e in decided)
+        assert granted["track"] == everything[outcomes.index("granted")]["track"], "the kiosk and the log agree"
         granted_at = everything[outcomes.index("granted")]["time"]
         since = json.loads(get(web, f"/api/v1/events?since={granted_at}&limit=1000")[2])["events"]
         assert since[0]["outcome"] == "granted" and all(e["time"] >= granted_at for e in since)

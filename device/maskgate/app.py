@@ -4,14 +4,13 @@
                                                  └─► bus: FrameProcessed, CameraChanged
     DoorController:     the only code that switches the relay; publishes DoorChanged
     bus subscribers:    event log (Recorder), systemd status, and the services below
-    services:           built from SERVICES; each subscribes to the bus and/or sends requests to the
+    services:           built by build_services; each subscribes to the bus and/or sends requests to the
                         controller (door inputs, control socket, web, MQTT), none touches the loop
     supervisor:         the main thread; feeds systemd's watchdog only while every worker is alive
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
@@ -22,7 +21,7 @@ from typing import Callable, Protocol
 
 from .access.controller import DoorController
 from .access.decider import Decider
-from .access.verdict import Rule
+from .access.verdict import Rule, decision_rule
 from .bus import EventBus
 from .config import Config
 from .errors import MaskgateError
@@ -30,13 +29,14 @@ from .hardware.door import build_door
 from .hardware.notify import Notifier, StatusReporter
 from .loop import FrameLoop, Heartbeat
 from .messages import Lifecycle
+from .records import collector
 from .records.events import EventLog
 from .records.recorder import Recorder
+from .services.shadow import Shadow
 from .sources import files_or_video, make_source
-from .vision.bundles import installed_bundle
-from .vision.classifier import MaskClassifier, default_bundle_dir, model_files, read_metadata
-from .vision.core import InferenceCore
-from .vision.detector import FaceDetector, default_model_path
+from .vision.classifier import MaskClassifier, model_files, read_metadata
+from .vision.core import InferenceCore, classifier_bundle
+from .vision.detector import default_model_path
 
 log = logging.getLogger(__name__)
 
@@ -53,54 +53,44 @@ class Service(Protocol):
     def healthy(self) -> bool: ...
 
 
-# "module:function" builders, each called with the App; a builder returns a Service, or None when its
-# config section is off (it imports its heavy dependencies only when on).
-SERVICES: list[str] = [
-    "maskgate.hardware.inputs:build",
-    "maskgate.services.control:build",
-    "maskgate.services.mqtt:build",
-    "maskgate.services.web:build",
-    "maskgate.records.collector:build",
-    "maskgate.services.shadow:build",
-]
+def build_services(config: Config, *, bus: EventBus, controller: DoorController, clock: Callable[[], float],
+                   pin_factory, events: EventLog, recorder: Recorder, rule: Rule,
+                   classifier: MaskClassifier) -> list[Service]:
+    """The services ``config`` turns on, in start order, each given only what it uses. A section that is off
+    costs nothing: its module (and heavy dependencies such as paho or FastAPI) is imported only when on."""
+    services: list[Service] = []
+    input_levels: Callable[[], dict] = dict
+    if config.inputs.pins():
+        from .hardware.inputs import DoorInputs
 
+        inputs = DoorInputs(config.inputs, controller=controller, bus=bus, pin_factory=pin_factory, clock=clock)
+        services.append(inputs)
+        input_levels = inputs.levels
+    socket_path = config.control.resolved_socket_path()
+    if config.control.enabled and socket_path is not None:  # no runtime directory: nowhere to put the socket
+        from .services.control import ControlServer
 
-def _builder(spec: str) -> Callable[["App"], Service | None]:
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
+        services.append(ControlServer(socket_path, controller=controller, group=config.control.group,
+                                      logged=recorder.flush, max_seconds=config.control.max_override_seconds,
+                                      inputs=input_levels))
+    mqtt = None
+    if config.mqtt.enabled:
+        from .services.mqtt import MqttService
 
+        mqtt = MqttService(config.mqtt, bus=bus, controller=controller, clock=clock)
+        services.append(mqtt)
+    if config.web.enabled:
+        from .services.web import WebService
 
-def classifier_bundle(config: Config) -> Path:
-    """The door's model: classifier.model_dir, else the bundle ``maskgate model activate`` made active, else
-    the shipped one."""
-    return (config.classifier.model_dir or installed_bundle(config.events.resolved_state_dir())
-            or default_bundle_dir())
-
-
-def build_core(config: Config) -> InferenceCore:
-    return InferenceCore(
-        build_detector(config),
-        MaskClassifier(classifier_bundle(config), num_threads=config.classifier.num_threads),
-    )
-
-
-def build_detector(config: Config, *, model_path: Path | None = None, num_threads: int | None = None) -> FaceDetector:
-    """The face detector ``config`` describes; ``model_path`` and ``num_threads`` override it (command line)."""
-    detector = config.detector
-    return FaceDetector(model_path or detector.model_path, num_threads=num_threads or detector.num_threads,
-                        score_threshold=detector.score_threshold, input_size=detector.input_size,
-                        first_pass_size=detector.first_pass_size, centre_zoom=detector.centre_zoom,
-                        full_pass_every=detector.full_pass_every or config.decision.frames_to_decide,
-                        first_pass_min_px=config.decision.min_face_px)
-
-
-def decision_rule(config: Config, classifier: MaskClassifier) -> Rule:
-    return Rule.from_config(config.decision, threshold=_pick(config.classifier.threshold, classifier.threshold),
-                            nose_threshold=_pick(config.classifier.nose_threshold, classifier.nose_threshold))
-
-
-def _pick(override: float | None, bundle: float | None) -> float | None:
-    return bundle if override is None else override
+        services.append(WebService(config, bus=bus, controller=controller, events=events, recorder=recorder,
+                                   mqtt=mqtt))
+    state_dir = config.events.resolved_state_dir()
+    # off, collection still applies its retention to what an earlier run kept
+    if (collect := collector.build(config.collect, state_dir, bus=bus, rule=rule, classifier=classifier)) is not None:
+        services.append(collect)
+    services.append(Shadow(state_dir, bus=bus, decision=config.decision, active_rule=rule,
+                           rule_for=lambda staged: decision_rule(config, staged)))
+    return services
 
 
 def preflight(config: Config) -> None:
@@ -134,7 +124,7 @@ class App:
         self.pin_factory = pin_factory or config.gpio.make_pin_factory()
         self.door = build_door(config.gpio, pin_factory=self.pin_factory)  # first: no GPIO fails fast, in one line
         try:
-            self.core = core or build_core(config)
+            self.core = core or InferenceCore.from_config(config)
         except BaseException:
             self.door.close()
             raise
@@ -154,7 +144,9 @@ class App:
         self.exit_code = 0
         self._loop_thread = threading.Thread(target=self._run_loop, name="frame-loop", daemon=True)
         try:
-            self.services = [s for spec in SERVICES if (s := _builder(spec)(self)) is not None]
+            self.services = build_services(config, bus=self.bus, controller=self.controller, clock=clock,
+                                           pin_factory=self.pin_factory, events=self.events, recorder=self.recorder,
+                                           rule=self.decider.rule, classifier=self.core.classifier)
         except BaseException:
             self.close()
             raise

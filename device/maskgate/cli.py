@@ -22,14 +22,10 @@ def _positive_float(text: str) -> float:
 
 
 def _build_core(args: argparse.Namespace, config):
-    from .app import build_detector, classifier_bundle
-    from .vision.classifier import MaskClassifier
     from .vision.core import InferenceCore
 
-    return InferenceCore(
-        build_detector(config, model_path=args.detector_model, num_threads=args.threads),
-        MaskClassifier(args.model or classifier_bundle(config), num_threads=args.threads),
-    )
+    return InferenceCore.from_config(config, model_dir=args.model, detector_model=args.detector_model,
+                                     num_threads=args.threads)
 
 
 def _config(args: argparse.Namespace):
@@ -39,8 +35,7 @@ def _config(args: argparse.Namespace):
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from .access.verdict import classify_record
-    from .app import decision_rule
+    from .access.verdict import classify_record, decision_rule
     from .vision.frames import IMAGE_SUFFIXES, list_images, read_image
 
     images, failed = [], False
@@ -192,7 +187,8 @@ def _event_line(event) -> str:
     labels = ", ".join(f"{f['label']} {f['confidence']:.0%}" for f in event.faces)
     until = "" if event.until is None else f"  until {time.strftime('%H:%M:%S', time.localtime(event.until))}"
     why = event.reason if not event.code else (
-        f"{event.reason} ({event.code}" + ("" if event.face is None else f", face {event.face + 1}") + ")")
+        f"{event.reason} ({event.code}" + ("" if event.track is None else f", person #{event.track}")
+        + ("" if event.face is None else f", face {event.face + 1}") + ")")
     return (f"{when}  {event.outcome:<11} {event.source or '-':<18} {why}{until}"
             + (f"  [{labels}]" if labels else ""))
 

@@ -15,6 +15,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, 
                       model_validator)
 
 from .errors import ConfigError
+from .net import is_loopback
 from .vision.detector import FIRST_PASS_SIZE, INPUT_SIZE, MIN_SIDE
 
 
@@ -120,7 +121,14 @@ class ClassifierConfig(Section):
 class DecisionConfig(Section):
     policy: Literal["nearest", "all"] = "nearest"
     min_face_px: float = Field(80, ge=0)
-    frames_to_decide: int = Field(3, ge=1, le=100)
+    frames_to_decide: float = Field(3, ge=1, le=100, description="a decision needs the evidence of this many clear "
+                                    "frames (near, frontal, confidently detected; others count less)")
+    grant_margin: float = Field(0.5, ge=0, le=4, description="let a person in when their frames' weighted mean "
+                                "log-odds above the grant thresholds reaches this")
+    deny_margin: float = Field(1.0, gt=0, le=4, description="refuse a person when that mean falls to minus this")
+    evidence_half_life_seconds: float = Field(1.5, gt=0, le=60, description="a person's older frames fade: "
+                                              "one this old counts half")
+    track_lost_seconds: float = Field(0.5, gt=0, le=10, description="a face unseen this long has left: its track ends")
     unlock_seconds: float = Field(5.0, gt=0, le=300)
     denied_seconds: float = Field(3.0, gt=0, le=300)
     cooldown_seconds: float = Field(2.0, ge=0, le=300)
@@ -222,16 +230,6 @@ class CollectConfig(Section):
 class DaemonConfig(Section):
     stuck_seconds: float = Field(10.0, ge=1, le=300, description="a worker silent this long is stuck: "
                                  "systemd's watchdog stops being fed and restarts the daemon")
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 REMOTE_TOKEN_ENV, API_TOKEN_ENV = "MASKGATE_REMOTE_TOKEN", "MASKGATE_API_TOKEN"

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from .access.controller import DoorState
+    from .access.door_state import DoorState
     from .access.decider import Decision
     from .sources import Frame
     from .vision.core import FrameResult
@@ -89,6 +89,11 @@ class Lifecycle:
     kind: Literal["started", "stopped", "error"]
     detail: str
     time: float
+
+
+def is_event(message) -> bool:
+    """Worth an event: every message but a FrameProcessed that decided nothing."""
+    return not isinstance(message, FrameProcessed) or message.decision.outcome is not None
 
 
 def without_image(message):

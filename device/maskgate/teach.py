@@ -192,10 +192,10 @@ def _model_shadow(args, config, models) -> int:
 def _model_adapt(args, config, models) -> int:
     import tempfile
 
-    from .app import classifier_bundle
     from .vision.adapt import adapt, current_head, read_reference, write_bundle
     from .vision.bundles import pack
     from .vision.classifier import read_metadata
+    from .vision.core import classifier_bundle
 
     if config.classifier.threshold is not None:
         raise MaskgateError("classifier.threshold in the config would override the threshold adaptation chooses: "

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from maskgate.access.decider import Decider
 from maskgate.access.reasons import Reason
 from maskgate.access.verdict import Rule
 from maskgate.config import DecisionConfig
 from maskgate.vision.classifier import LABELS, Prediction
-from maskgate.vision.core import FaceResult, FrameResult
+from maskgate.vision.core import FaceResult
 from maskgate.vision.detector import Face
 
 MAX_FALSE_GRANT_RATE = 0.005  # faces without a correct mask granted at most this often
@@ -113,42 +111,6 @@ def door_verdicts(probs: np.ndarray, labels: np.ndarray, rule: Rule,
         reason = (rule.refusal(FaceResult(face, prediction)) or Reason.GRANTED).value
         told[LABELS[label]][reason] = told[LABELS[label]].get(reason, 0) + 1
     return told
-
-
-def door_over_time(classify, crops_bgr: np.ndarray, keypoints: list[np.ndarray | None], labels: np.ndarray, *,
-                   rule: Rule, decision: DecisionConfig, seconds: float = 3.0, fps: float = 10.0,
-                   seed: int = 0) -> dict[str, dict[str, int]]:
-    """How the door's first decision on each face goes within ``seconds``, per true label: the
-    device's own ``Decider`` fed ``fps`` frames of the face, each frame a ``jittered`` copy of the
-    crop classified by ``classify`` (``MaskClassifier.classify``). Outcomes: granted, denied, checking
-    (still undecided when the time is up)."""
-    rng = np.random.default_rng(seed)
-    side = float(crops_bgr.shape[1])
-    face = Face((0.0, 0.0, side, side), 1.0, ())
-    told: dict[str, dict[str, int]] = {label: {} for label in LABELS}
-    for crop, points, label in zip(crops_bgr, keypoints, labels):
-        decider, outcome = Decider(decision, rule=rule), "checking"
-        for i in range(int(round(seconds * fps))):
-            image, moved = jittered(crop, points, rng)
-            (prediction,) = classify([image], None if moved is None else [moved])
-            decided = decider.update(FrameResult(int(side), int(side), (FaceResult(face, prediction),), 0.0, 0.0), i / fps)
-            if decided.outcome is not None:
-                outcome = decided.outcome
-                break
-        told[LABELS[label]][outcome] = told[LABELS[label]].get(outcome, 0) + 1
-    return told
-
-
-def jittered(crop_bgr: np.ndarray, keypoints: np.ndarray | None, rng) -> tuple[np.ndarray, np.ndarray | None]:
-    """One more camera frame of the same face: the crop shifted ≤ 3 px, scaled ±5 %, rolled ±4°,
-    light ±10 % and sensor noise; keypoints moved with it."""
-    size = crop_bgr.shape[1]
-    centre = (size / 2 + rng.uniform(-3, 3), size / 2 + rng.uniform(-3, 3))
-    warp = cv2.getRotationMatrix2D(centre, rng.uniform(-4, 4), rng.uniform(0.95, 1.05))
-    image = cv2.warpAffine(crop_bgr, warp, (size, size), borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-    image = image * rng.uniform(0.9, 1.1) + rng.uniform(-8, 8) + rng.normal(0.0, 3.0, image.shape)
-    moved = None if keypoints is None else (np.c_[keypoints, np.ones(len(keypoints))] @ warp.T).astype(np.float32)
-    return np.clip(image, 0, 255).astype(np.uint8), moved
 
 
 def choose_with_nose(probs: np.ndarray, labels: np.ndarray, nose: np.ndarray, *,

@@ -16,6 +16,7 @@ from maskgate.access.reasons import Reason
 from maskgate.vision.classifier import LABELS, NOSE_LABELS, BundleMetadata, MaskClassifier, NoseCheck
 from maskgate.vision.crop import nose_patch
 
+from . import door
 from . import evaluate as ev
 from .dataset import Split, add_synthetic, landmarks_of, load_prepared, manifest_hash, nose_patches, subsample
 from .errors import DataError
@@ -28,7 +29,6 @@ NOSE_MODEL_FILE = "nose.keras"
 NOSE_INPUT_SIZE = 96
 NOSE_BACKBONE_UNTIL = "block_13_expand_relu"  # stride 16: 6×6 at 96 px; the bundle stays under 1 MB
 NOSE_ALPHA = 0.35  # the nose check keeps the narrow backbone whatever the face model's
-DOOR_SECONDS, DOOR_FPS = 3.0, 10.0  # how long a person is simulated at the door, and the frame rate
 REPRESENTATIVE_CROPS = 300
 
 
@@ -369,17 +369,15 @@ def _door_verdicts(split, probs: np.ndarray, threshold: float, nose=None, nose_t
 
 
 def _door_over_time(split, bundle_dir: Path) -> dict:
-    """The door's first decision within 3 s on each measure-only face in the decision range, from
-    jittered frames through the exported bundle and the device's default decision settings."""
+    """People simulated at the door (``door``) on each measure-only face in the decision range, through
+    the exported bundle and the device's default decision settings."""
     near = [i for i, r in enumerate(split.rows) if float(r["face_px"]) >= ev.DECISION.min_face_px]
     classifier = MaskClassifier(bundle_dir, num_threads=2)
-    rule = ev.door_rule(classifier.threshold, classifier.nose_threshold)
     keypoints = _keypoints(split)
-    decision = ev.DECISION
-    return {"seconds": DOOR_SECONDS, "fps": DOOR_FPS, "frames_to_decide": decision.frames_to_decide,
-            "outcomes": ev.door_over_time(classifier.classify, split.images[near], [keypoints[i] for i in near],
-                                          split.labels[near], rule=rule, decision=decision,
-                                          seconds=DOOR_SECONDS, fps=DOOR_FPS)}
+    return door.measure(classifier.classify, split.images[near], [keypoints[i] for i in near],
+                        np.array([float(split.rows[i]["face_px"]) for i in near]), split.labels[near],
+                        rule=ev.door_rule(classifier.threshold, classifier.nose_threshold), decision=ev.DECISION,
+                        crop_margin=classifier.crop_margin)
 
 
 def _by_mask_tag(split, probs: np.ndarray, threshold: float, nose=None, nose_threshold=None) -> dict:
@@ -519,7 +517,7 @@ def render_report(metadata: dict) -> str:
                   f"% of each true label; in brackets: faces ≥ {ev.DECISION.min_face_px:g} px, the decision range):", ""]
         lines += _verdict_table(metrics["held_out_int8_door_verdicts"])
     if metrics.get("held_out_int8_door_over_time"):
-        lines += _over_time_table(metrics["held_out_int8_door_over_time"])
+        lines += door.report_lines(metrics["held_out_int8_door_over_time"])
     lines += ["", "## Test split (same sources as training — flattering)", "",
               "| figure | value |", "|---|---|",
               f"| with_mask vs without_mask faces, balanced accuracy | {pct(m['with_vs_without_balanced_accuracy'])} |",
@@ -562,21 +560,6 @@ def _distillation_note(trained: dict) -> str:
             f"teacher{'s' * (len(seeds) > 1)} (weight {trained['hyperparameters']['distillation_weight']:g}; the "
             f"same recipe, seeds {', '.join(map(str, seeds))}; the leave-one-source-out models are trained "
             "without teachers).")
-
-
-def _over_time_table(over_time: dict) -> list[str]:
-    lines = ["", f"The door's first decision within {over_time['seconds']:g} s (faces ≥ {ev.DECISION.min_face_px:g} px; "
-             f"simulated: {over_time['fps']:g} frames/s, each a jittered copy of the photo — ≤ 3 px shift, ±5 % scale, "
-             f"±4° roll, ±10 % light, sensor noise — through the int8 bundle and the device's `Decider`, "
-             f"{over_time['frames_to_decide']} frames to decide; a frame whose mask is not clearly seen only "
-             "restarts the count):", "",
-             "| true label | faces | granted | denied | still checking |", "|---|---|---|---|---|"]
-    for label, outcomes in over_time["outcomes"].items():
-        n = sum(outcomes.values())
-        if n:
-            lines.append(f"| {label} | {n} | " + " | ".join(f"{100 * outcomes.get(o, 0) / n:.1f} %"
-                                                           for o in ("granted", "denied", "checking")) + " |")
-    return lines
 
 
 def _verdict_table(verdicts: dict) -> list[str]:

@@ -29,10 +29,10 @@ from typing import Callable, Literal, Mapping
 
 from ..messages import AlarmSilenced, DoorChanged
 from .decider import Decision
+from .door_state import Display, DoorState, Layer
 
 log = logging.getLogger(__name__)
 
-Layer = Literal["fire_alarm", "manual_lock", "manual_unlock", "remote", "request_to_exit", "vision"]
 PRIORITY: tuple[Layer, ...] = ("fire_alarm", "manual_lock", "manual_unlock", "remote", "request_to_exit", "vision")
 Source = Literal["operator", "mqtt", "request_to_exit"]  # who sends Unlock/Lock/Auto (the fire alarm: Release)
 
@@ -55,10 +55,6 @@ RIGHTS: dict[Source, Rights] = {
     "request_to_exit": Rights(unlock="request_to_exit"),
 }
 
-# What the door shows (hardware.door.OUTPUTS maps each to relay, LEDs and buzzer).
-Display = Literal["idle", "checking", "granted", "denied", "cooldown", "camera_lost", "emergency",
-                  "override_unlocked", "override_locked", "forced_open", "held_open"]
-
 
 @dataclass(frozen=True)
 class Claim:
@@ -69,29 +65,6 @@ class Claim:
     reason: str
     who: str = ""
     until: float | None = None
-
-
-@dataclass(frozen=True)
-class DoorState:
-    """The resolved door: the winning layer's claim."""
-
-    unlocked: bool
-    display: Display
-    layer: Layer
-    reason: str
-    who: str = ""
-    until: float | None = None
-
-    def holder(self) -> tuple:
-        """What a change of door state is: the lock, and who holds it (vision's own states don't count)."""
-        if self.layer == "vision":
-            return self.unlocked, self.layer
-        return self.unlocked, self.layer, self.who, self.reason, self.until
-
-    def as_dict(self, now: float) -> dict:
-        return {"door": "unlocked" if self.unlocked else "locked", "display": self.display, "layer": self.layer,
-                "reason": self.reason, "who": self.who,
-                "seconds_left": None if self.until is None else round(max(0.0, self.until - now), 1)}
 
 
 LOCKED = DoorState(False, "idle", "vision", "nobody at the door")

@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from ..access.controller import Display
+from ..access.door_state import Display
 from ..config import GpioConfig, PinConfig
 from ..errors import MaskgateError
 

@@ -193,11 +193,3 @@ class DoorInputs:
 
     def _publish(self, name: str, active: bool, kind: str, detail: str) -> None:
         self.bus.publish(InputChanged(name, active, time.time(), detail, kind))
-
-
-def build(app) -> DoorInputs | None:
-    """The door inputs service, or None when no input has a pin."""
-    config = app.config.inputs
-    if not config.pins():
-        return None
-    return DoorInputs(config, controller=app.controller, bus=app.bus, pin_factory=app.pin_factory, clock=app.clock)

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
+from ..access.verdict import Rule
+from ..bus import EventBus
+from ..config import CollectConfig
 from ..messages import FrameProcessed
+from ..vision.classifier import MaskClassifier
 from ..vision.bundles import bundle_id
 from ..vision.crop import crop_face, crop_points
 from .faces import FOLDER, FaceStore
@@ -26,14 +31,14 @@ class Collector:
 
     name = "collect"
 
-    def __init__(self, app, store: FaceStore):
-        self.config, self.store = app.config.collect, store
-        self.rule = app.decider.rule
-        classifier = app.core.classifier
+    def __init__(self, config: CollectConfig, store: FaceStore, *, bus: EventBus, rule: Rule,
+                 classifier: MaskClassifier):
+        self.config, self.store = config, store
+        self.rule = rule
         self.size, self.margin = classifier.input_size, classifier.crop_margin
         self.model = bundle_id(classifier.bundle_dir)
         self._next = 0.0
-        self.subscription = app.bus.subscribe(FrameProcessed, self.keep, name="collect", latest=True,
+        self.subscription = bus.subscribe(FrameProcessed, self.keep, name="collect", latest=True,
                                               when=lambda m: bool(m.result.faces) and m.time >= self._next)
 
     def keep(self, message: FrameProcessed) -> int:
@@ -70,9 +75,9 @@ class Collector:
         return self.subscription.alive
 
 
-def build(app) -> Collector | None:
+def build(config: CollectConfig, state_dir: Path, *, bus: EventBus, rule: Rule,
+          classifier: MaskClassifier) -> Collector | None:
     """On: the Collector. Off: only the retention, applied once to what an earlier run kept."""
-    config, state_dir = app.config.collect, app.config.events.resolved_state_dir()
     if not config.enabled:
         if (state_dir / FOLDER).is_dir():
             store = FaceStore(state_dir)
@@ -81,4 +86,4 @@ def build(app) -> Collector | None:
         return None
     store = FaceStore(state_dir)
     store.enforce(retention_days=config.retention_days, max_images=config.max_images, now=time.time())
-    return Collector(app, store)
+    return Collector(config, store, bus=bus, rule=rule, classifier=classifier)

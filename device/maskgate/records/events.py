@@ -28,11 +28,12 @@ CREATE TABLE IF NOT EXISTS events (
     source TEXT NOT NULL DEFAULT '',
     until REAL,
     code TEXT NOT NULL DEFAULT '',
-    face INTEGER
+    face INTEGER,
+    track INTEGER
 )
 """
 ADDED_COLUMNS = {"source": "TEXT NOT NULL DEFAULT ''", "until": "REAL", "code": "TEXT NOT NULL DEFAULT ''",
-                 "face": "INTEGER"}  # logs from older versions gain these
+                 "face": "INTEGER", "track": "INTEGER"}  # logs from older versions gain these
 LOG_FILE = "events.sqlite3"
 
 
@@ -51,13 +52,14 @@ class Event:
     until: float | None = None  # wall-clock end of a timed door change
     code: str = ""  # a decision's reason code (access.reasons.Reason); ``reason`` is its text
     face: int | None = None  # a decision's deciding face: index into ``faces``
+    track: int | None = None  # and the person (track id) it belongs to
     id: int | None = None
 
     def as_dict(self) -> dict:
         return {"id": self.id, "time": self.time, "outcome": self.outcome, "reason": self.reason,
                 "face_count": self.face_count, "faces": list(self.faces), "latency_ms": self.latency_ms,
                 "snapshot": self.snapshot, "source": self.source, "until": self.until,
-                "code": self.code, "face": self.face}
+                "code": self.code, "face": self.face, "track": self.track}
 
 
 class EventLog:
@@ -101,9 +103,10 @@ class EventLog:
                 for event in rows:
                     cursor = self._db.execute(
                         "INSERT INTO events (time, outcome, reason, face_count, faces, latency_ms, snapshot, source,"
-                        " until, code, face) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        " until, code, face, track) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                         (event.time, event.outcome, event.reason, event.face_count, json.dumps(list(event.faces)),
-                         event.latency_ms, event.snapshot, event.source, event.until, str(event.code), event.face))
+                         event.latency_ms, event.snapshot, event.source, event.until, str(event.code), event.face,
+                         event.track))
                     written.append(Event(**{**event.__dict__, "id": cursor.lastrowid}))
                 self._db.execute("COMMIT")
             except BaseException:
@@ -114,8 +117,8 @@ class EventLog:
         return written
 
     def list(self, *, since: float | None = None, limit: int | None = None) -> list[Event]:
-        query = ("SELECT id, time, outcome, reason, face_count, faces, latency_ms, snapshot, source, until, code, face"
-                 " FROM events")
+        query = ("SELECT id, time, outcome, reason, face_count, faces, latency_ms, snapshot, source, until, code, face,"
+                 " track FROM events")
         args: list = []
         if since is not None:
             query += " WHERE time >= ?"
@@ -127,8 +130,8 @@ class EventLog:
         with self._lock:
             rows = self._db.execute(query, args).fetchall()[::-1]
         return [Event(time=t, outcome=o, reason=r, face_count=n, faces=tuple(json.loads(f)), latency_ms=ms,
-                      snapshot=snap, source=src, until=until, code=code, face=face, id=i)
-                for i, t, o, r, n, f, ms, snap, src, until, code, face in rows]
+                      snapshot=snap, source=src, until=until, code=code, face=face, track=track, id=i)
+                for i, t, o, r, n, f, ms, snap, src, until, code, face, track in rows]
 
     def _save_snapshot(self, frame: np.ndarray, when: float) -> str:
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)

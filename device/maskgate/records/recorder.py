@@ -22,7 +22,7 @@ import numpy as np
 from ..bus import EventBus
 from ..logs import Throttled
 from ..messages import (AlarmSilenced, CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, InputChanged,
-                        Lifecycle)
+                        Lifecycle, is_event)
 from ..vision.core import face_json
 from .events import Event, EventLog
 
@@ -46,9 +46,7 @@ class Recorder:
         self._failing = Throttled(log, logging.ERROR, every=60.0)
         self.subscription = bus.subscribe(
             (FrameProcessed, DoorChanged, CameraChanged, InputChanged, AlarmSilenced, Lifecycle), self.record_batch,
-            name="event-log",
-            when=lambda m: not isinstance(m, FrameProcessed) or m.decision.outcome is not None, maxlen=QUEUE_LIMIT,
-            batch=True)
+            name="event-log", when=is_event, maxlen=QUEUE_LIMIT, batch=True)
 
     def record_batch(self, messages: list) -> None:
         """Commit the held rows and these in one transaction; on failure hold them all and retry later."""
@@ -103,7 +101,7 @@ def as_event(message) -> tuple[Event, np.ndarray | None]:
         faces = tuple({k: v for k, v in face_json(fr).items() if k != "probs"} for fr in result.faces)
         event = Event(message.time, decision.outcome, decision.reason.text, len(result.faces), faces,
                       round(result.detect_ms + result.classify_ms, 2), source="vision", code=decision.reason.value,
-                      face=decision.face)
+                      face=decision.face, track=decision.track)
         return event, message.frame.image
     if isinstance(message, DoorChanged):
         state = message.state

@@ -250,14 +250,3 @@ def send(path: Path, request: dict, *, group: str | None = None, timeout: float 
     if not reply.get("ok"):
         raise MaskgateError(f"the daemon refused: {reply.get('error', 'no reason given')}")
     return reply
-
-
-def build(app) -> ControlServer | None:
-    """The control socket, or None when it is off or there is no runtime directory to put it in."""
-    config = app.config.control
-    path = config.resolved_socket_path()
-    if not config.enabled or path is None:
-        return None
-    return ControlServer(path, controller=app.controller, group=config.group, logged=app.recorder.flush,
-                         max_seconds=config.max_override_seconds,
-                         inputs=lambda: next((s.levels() for s in app.services if s.name == "door-inputs"), {}))

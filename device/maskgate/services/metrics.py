@@ -15,13 +15,19 @@ loop); gauges — the door, the camera, the event log, MQTT — are read when Pr
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily, StateSetMetricFamily
 
-from ..access.controller import Display
+from ..access.controller import DoorController
+from ..access.door_state import Display
+from ..bus import EventBus
 from ..messages import CameraChanged, DoorChanged, FrameProcessed, without_image
+from ..records.recorder import Recorder
+
+if TYPE_CHECKING:
+    from .mqtt import MqttService
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)  # seconds: Pi 4 to Pi 5 and beyond
 
@@ -29,8 +35,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 class Metrics:
     """One daemon's metrics in a registry of its own; ``render`` is the scrape's body."""
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, *, bus: EventBus, controller: DoorController, recorder: Recorder,
+                 mqtt: MqttService | None = None):
+        self.controller, self.recorder, self.mqtt = controller, recorder, mqtt
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         self.frames = Counter("maskgate_frames", "Frames through the detector and classifier",
@@ -45,7 +52,7 @@ class Metrics:
         self.registry.register(_Now(self))
         self.fps = 0.0
         self.camera_ok: bool | None = None
-        self.subscription = app.bus.subscribe((FrameProcessed, DoorChanged, CameraChanged), self._on_message,
+        self.subscription = bus.subscribe((FrameProcessed, DoorChanged, CameraChanged), self._on_message,
                                               name="metrics", keep=without_image)
 
     def render(self) -> bytes:
@@ -77,8 +84,8 @@ class _Now:
         return []  # read at scrape time only
 
     def collect(self):
-        app, metrics = self.metrics.app, self.metrics
-        state = app.controller.state
+        metrics = self.metrics
+        state = metrics.controller.state
         yield GaugeMetricFamily("maskgate_fps", "Frames a second through the frame loop", value=metrics.fps)
         yield GaugeMetricFamily("maskgate_door_unlocked", "1 while the lock is released", value=int(state.unlocked))
         display = StateSetMetricFamily("maskgate_door_display", "What the door shows", labels=[])
@@ -87,8 +94,8 @@ class _Now:
         yield GaugeMetricFamily("maskgate_camera_ok", "1 while frames arrive from the camera",
                                 value=int(bool(metrics.camera_ok)))
         yield GaugeMetricFamily("maskgate_events_ok", "1 while the event log accepts writes",
-                                value=int(app.recorder.ok))
-        mqtt = next((s for s in app.services if s.name == "mqtt"), None)
+                                value=int(metrics.recorder.ok))
+        mqtt = metrics.mqtt
         if mqtt is not None:
             yield GaugeMetricFamily("maskgate_mqtt_connected", "1 while connected to the MQTT broker",
                                     value=int(mqtt.connected))

@@ -34,7 +34,7 @@ from ..config import MqttConfig
 from ..errors import ConfigError
 from ..logs import Throttled
 from ..messages import (AlarmSilenced, CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, InputChanged,
-                        ShadowCounted, without_image)
+                        ShadowCounted, is_event, without_image)
 from ..records.recorder import as_event
 
 log = logging.getLogger(__name__)
@@ -54,17 +54,6 @@ class _QuietReconnects(logging.Filter):
 
 PAHO_LOG = logging.getLogger(f"{__name__}.paho")
 PAHO_LOG.addFilter(_QuietReconnects())
-
-
-def build(app) -> "MqttService | None":
-    """The service for ``App``, or None when ``mqtt.enabled`` is false."""
-    if not app.config.mqtt.enabled:
-        return None
-    return MqttService(app.config.mqtt, bus=app.bus, controller=app.controller, clock=app.clock)
-
-
-def _is_event(message) -> bool:
-    return not isinstance(message, FrameProcessed) or message.decision.outcome is not None
 
 
 class MqttService:
@@ -92,8 +81,9 @@ class MqttService:
         self._problems: set[str] = set()  # logged once per outage
         self._refused = Throttled(log, every=10.0)  # commands it did not carry out: a flood is a few lines
         self._vision = {"state": "idle", "reason": "no_face", "reason_text": Reason.NO_FACE.text, "face": None,
-                        "faces": 0, "fps": 0.0, "camera_ok": None, "last_decision": None, "last_reason": None,
-                        "last_reason_text": None, "last_face": None, "last_decision_at": None, "events_ok": True}
+                        "track": None, "faces": 0, "fps": 0.0, "camera_ok": None, "last_decision": None,
+                        "last_reason": None, "last_reason_text": None, "last_face": None, "last_track": None,
+                        "last_decision_at": None, "events_ok": True}
         self._frame_key: tuple | None = None
         self._frame_at = float("-inf")
 
@@ -117,7 +107,7 @@ class MqttService:
         self._subscriptions = [
             bus.subscribe(FrameProcessed, self._on_frame, name="mqtt-state", when=self._frame_matters, latest=True),
             bus.subscribe((FrameProcessed, DoorChanged, CameraChanged, InputChanged, AlarmSilenced), self._on_event,
-                          name="mqtt-events", when=_is_event, maxlen=EVENT_QUEUE_LIMIT, keep=without_image),
+                          name="mqtt-events", when=is_event, maxlen=EVENT_QUEUE_LIMIT, keep=without_image),
             bus.subscribe(EventLogChanged, self._on_log, name="mqtt-health"),
             bus.subscribe(ShadowCounted, self._on_shadow, name="mqtt-shadow", latest=True),
         ]
@@ -234,7 +224,7 @@ class MqttService:
 
     def _frame_matters(self, message: FrameProcessed) -> bool:
         """Bus filter, in the frame loop's thread: only frames that change the state, or refresh its fps."""
-        key = (message.decision.state, message.decision.reason, len(message.result.faces))
+        key = (message.decision.state, message.decision.reason, message.decision.track, len(message.result.faces))
         if key == self._frame_key and message.time - self._frame_at < STATE_EVERY:
             return False
         self._frame_key, self._frame_at = key, message.time
@@ -244,7 +234,8 @@ class MqttService:
         with self._lock:
             decision = message.decision
             self._vision.update(state=decision.state, reason=decision.reason.value, reason_text=decision.reason.text,
-                                face=decision.face, faces=len(message.result.faces), fps=round(message.fps, 1))
+                                face=decision.face, track=decision.track, faces=len(message.result.faces),
+                                fps=round(message.fps, 1))
         self._publish_state()
 
     def _on_log(self, message: EventLogChanged) -> None:
@@ -270,6 +261,7 @@ class MqttService:
                     decision = message.decision
                     self._vision.update(last_decision=decision.outcome, last_reason=decision.reason.value,
                                         last_reason_text=decision.reason.text, last_face=decision.face,
+                                        last_track=decision.track,
                                         last_decision_at=datetime.fromtimestamp(message.time, timezone.utc).isoformat())
             self._publish_state()
         event, _ = as_event(message)

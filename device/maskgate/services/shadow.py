@@ -15,11 +15,16 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ..access.decider import Decider
+from ..access.verdict import Rule
+from ..bus import EventBus
+from ..config import DecisionConfig
 from ..errors import MaskgateError
 from ..messages import FrameProcessed, ShadowCounted
 from ..vision.bundles import Models
@@ -54,15 +59,14 @@ def read_json(path: Path) -> dict | None:
 class ShadowRun:
     """One staged bundle judging frames beside the active one, and what it counted."""
 
-    def __init__(self, app, request: dict, bundle_dir: Path):
-        from ..app import decision_rule
-
+    def __init__(self, request: dict, bundle_dir: Path, *, decision: DecisionConfig, active_rule: Rule,
+                 rule_for: Callable[[MaskClassifier], Rule]):
         self.request = request
         self.classifier = MaskClassifier(bundle_dir, num_threads=1)
-        self.active_rule = app.decider.rule
-        self.staged_rule = decision_rule(app.config, self.classifier)
-        self.deciders = {"active": Decider(app.config.decision, rule=self.active_rule),
-                         "staged": Decider(app.config.decision, rule=self.staged_rule)}
+        self.active_rule = active_rule
+        self.staged_rule = rule_for(self.classifier)
+        self.deciders = {"active": Decider(decision, rule=self.active_rule),
+                         "staged": Decider(decision, rule=self.staged_rule)}
         self.frames = 0
         self.verdicts: dict[str, dict[str, int]] = {}
         self.decisions: dict[str, dict[str, int]] = {"active": {}, "staged": {}}
@@ -78,8 +82,9 @@ class ShadowRun:
         self.frames += 1
         row = self.verdicts.setdefault(verdicts["active"].reason, {})
         row[verdicts["staged"].reason] = row.get(verdicts["staged"].reason, 0) + 1
+        results = {"active": message.result, "staged": replace(message.result, faces=tuple(staged_faces))}
         for side, decider in self.deciders.items():
-            outcome = decider.update_verdict(verdicts[side], message.frame.time).outcome
+            outcome = decider.update(results[side], message.frame.time).outcome
             if outcome is not None:
                 self.decisions[side][outcome] = self.decisions[side].get(outcome, 0) + 1
 
@@ -94,14 +99,16 @@ class Shadow:
 
     name = "shadow"
 
-    def __init__(self, app, *, sample_seconds: float = SAMPLE_SECONDS):
-        self.app, self.sample_seconds = app, sample_seconds
-        self.models = Models(app.config.events.resolved_state_dir())
+    def __init__(self, state_dir: Path, *, bus: EventBus, decision: DecisionConfig, active_rule: Rule,
+                 rule_for: Callable[[MaskClassifier], Rule], sample_seconds: float = SAMPLE_SECONDS):
+        self.bus, self.sample_seconds = bus, sample_seconds
+        self.decision, self.active_rule, self.rule_for = decision, active_rule, rule_for
+        self.models = Models(state_dir)
         self.request_path, self.result_path = self.models.root / REQUEST, self.models.root / RESULT
         self.run: ShadowRun | None = None
         self._seen: float | None = None  # the request file's mtime
         self._checked = self._sampled = self._written = 0.0
-        self.subscription = app.bus.subscribe(FrameProcessed, self.on_frame, name="shadow", latest=True,
+        self.subscription = bus.subscribe(FrameProcessed, self.on_frame, name="shadow", latest=True,
                                               when=lambda m: m.time - self._sampled >= self.sample_seconds)
 
     def on_frame(self, message: FrameProcessed) -> None:
@@ -140,7 +147,8 @@ class Shadow:
             log.warning("shadow: the staged bundle is not %s; no shadow run", request.get("bundle"))
             return
         try:
-            self.run = ShadowRun(self.app, request, staged)
+            self.run = ShadowRun(request, staged, decision=self.decision, active_rule=self.active_rule,
+                                 rule_for=self.rule_for)
         except MaskgateError as exc:
             log.error("shadow: cannot load the staged bundle: %s", exc)
             return
@@ -150,7 +158,7 @@ class Shadow:
     def _report(self, result: dict) -> None:
         """To shadow-result.json (the CLI, the remote view) and the bus (MQTT)."""
         write_json(self.result_path, result)
-        self.app.bus.publish(ShadowCounted(result, time.time()))
+        self.bus.publish(ShadowCounted(result, time.time()))
 
     def _finish(self, run: ShadowRun) -> None:
         self._report(run.result(finished=True))
@@ -169,6 +177,3 @@ class Shadow:
     def healthy(self) -> bool:
         return self.subscription.alive
 
-
-def build(app) -> Shadow:
-    return Shadow(app)

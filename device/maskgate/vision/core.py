@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .classifier import MaskClassifier, Prediction
+from .bundles import installed_bundle
+from .classifier import MaskClassifier, Prediction, default_bundle_dir
 from .crop import crop_face, crop_points
 from .detector import Face, FaceDetector
 from .frames import as_bgr
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 
 @dataclass(frozen=True)
@@ -45,12 +51,34 @@ def face_json(result: FaceResult) -> dict:
     }
 
 
+def classifier_bundle(config: "Config") -> Path:
+    """The door's model: classifier.model_dir, else the bundle ``maskgate model activate`` made active, else
+    the shipped one."""
+    return (config.classifier.model_dir or installed_bundle(config.events.resolved_state_dir())
+            or default_bundle_dir())
+
+
 class InferenceCore:
     """Detector + classifier, wired with the crop the model bundle was trained on."""
 
     def __init__(self, detector: FaceDetector, classifier: MaskClassifier):
         self.detector = detector
         self.classifier = classifier
+
+    @classmethod
+    def from_config(cls, config: "Config", *, model_dir: Path | None = None, detector_model: Path | None = None,
+                    num_threads: int | None = None) -> "InferenceCore":
+        """The core ``config`` describes; the keywords override it (the command line's flags)."""
+        detector = config.detector
+        return cls(
+            FaceDetector(detector_model or detector.model_path, num_threads=num_threads or detector.num_threads,
+                         score_threshold=detector.score_threshold, input_size=detector.input_size,
+                         first_pass_size=detector.first_pass_size, centre_zoom=detector.centre_zoom,
+                         full_pass_every=detector.full_pass_every or config.decision.frames_to_decide,
+                         first_pass_min_px=config.decision.min_face_px),
+            MaskClassifier(model_dir or classifier_bundle(config),
+                           num_threads=num_threads or config.classifier.num_threads),
+        )
 
     def process(self, frame: np.ndarray, *, streaming: bool = False) -> FrameResult:
         """``frame`` through the core; ``streaming``: the next frame of a camera stream (see ``FaceDetector``)."""

@@ -14,10 +14,19 @@ import logging
 import resource
 import socket
 import threading
+from typing import TYPE_CHECKING
 
-from ...config import is_loopback
 from ...errors import MaskgateError
+from ...net import is_loopback
 from .limits import LOCAL_RESERVE, Listener
+
+if TYPE_CHECKING:
+    from ...access.controller import DoorController
+    from ...bus import EventBus
+    from ...config import Config
+    from ...records.events import EventLog
+    from ...records.recorder import Recorder
+    from ..mqtt import MqttService
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +40,8 @@ class WebService:
 
     name = "web"
 
-    def __init__(self, app):
+    def __init__(self, config: Config, *, bus: EventBus, controller: DoorController, events: EventLog,
+                 recorder: Recorder, mqtt: MqttService | None = None):
         import uvicorn
 
         from ..metrics import Metrics
@@ -41,16 +51,17 @@ class WebService:
         from .live import Channel, LiveFeed
         from .server import create_app
 
-        self.config = web = app.config.web
-        self.feed = LiveFeed(app, Channel(), preview_fps=web.preview_fps)
+        self.config = web = config.web
+        self.feed = LiveFeed(Channel(), bus=bus, controller=controller, collecting=config.collect.enabled,
+                             preview_fps=web.preview_fps)
         token = web.remote.token.get_secret_value() if web.remote.enabled and web.remote.token else None
-        self.api = ClassifyApi(app.config) if web.api.enabled else None
-        self.metrics = Metrics(app)
-        self.faces = _collected_faces(app.config)
+        self.api = ClassifyApi(config) if web.api.enabled else None
+        self.metrics = Metrics(bus=bus, controller=controller, recorder=recorder, mqtt=mqtt)
+        self.faces = _collected_faces(config)
         trusted, limits = Networks(web.trusted_proxies), web.limits
-        asgi = Hardened(create_app(self.feed, app.events, token=token, doors=web.doors, api=self.api,
+        asgi = Hardened(create_app(self.feed, events, token=token, doors=web.doors, api=self.api,
                                    metrics=self.metrics, faces=self.faces,
-                                   state_dir=app.config.events.resolved_state_dir()),
+                                   state_dir=config.events.resolved_state_dir()),
                         hosts=Hosts(web.allowed_hosts, web.host), trusted=trusted,
                         body_limits={CLASSIFY_PATH: None}, body_seconds=limits.header_seconds)
         http = bounded_h11(connections=limits.connections, per_client=limits.connections_per_client,
@@ -133,7 +144,3 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.listen(BACKLOG)
     sock.set_inheritable(True)
     return sock
-
-
-def build(app) -> WebService | None:
-    return WebService(app) if app.config.web.enabled else None

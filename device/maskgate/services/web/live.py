@@ -19,7 +19,9 @@ from typing import Awaitable, Callable
 import cv2
 import numpy as np
 
+from ...access.controller import DoorController
 from ...access.reasons import Reason
+from ...bus import EventBus
 from ...messages import CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, Lifecycle
 from ...vision.core import FaceResult, face_json
 
@@ -52,13 +54,15 @@ VIEWS: dict[str, tuple[str, str, str, str, str]] = {
     "offline": ("locked", "camera-off", "OFFLINE", "Door offline", "No answer from this door"),
 }
 DENIAL_VIEWS = {Reason.INCORRECT: "nose", Reason.UNSURE: "face_camera", Reason.NOT_EVERYONE: "everyone"}
+REFUSALS = {Reason.NO_MASK, Reason.INCORRECT, Reason.NOT_EVERYONE}
 
 
 def screen(state: str, reason: str, people: int) -> dict:
-    """The kiosk's words for a door state; the decision's reason code picks among the denials. ``people``:
-    faces close enough to count."""
+    """The kiosk's words for a door state; the decision's reason code picks among the denials (also
+    while the door is open for someone else: the words follow whoever is refused). ``people``: faces
+    close enough to count."""
     key = state
-    if state == "denied":
+    if state == "denied" or (state == "granted" and reason in REFUSALS):
         key = DENIAL_VIEWS.get(reason, "denied")
     elif state == "checking" and reason == Reason.UNSURE:
         key = "face_camera"
@@ -77,15 +81,18 @@ def offline_status(detail: str) -> dict:
 LABEL_BGR = {"with_mask": (60, 170, 40), "without_mask": (40, 40, 220), "incorrect_mask": (0, 140, 255)}
 
 
-def draw_preview(image: np.ndarray, faces: tuple[FaceResult, ...], *, quality: int = 75) -> bytes:
-    """A JPEG of the frame with each face's box and label drawn on a copy."""
+def draw_preview(image: np.ndarray, faces: tuple[FaceResult, ...], *, person: int | None = None,
+                 track: int | None = None, quality: int = 75) -> bytes:
+    """A JPEG of the frame with each face's box and label drawn on a copy; the face the decision is
+    about (``person``, an index into ``faces``) is drawn bolder and named by its ``track``."""
     canvas = image.copy()
     scale = max(canvas.shape[1] / 640, 0.5)
-    for fr in faces:
+    for i, fr in enumerate(faces):
         x1, y1, x2, y2 = (int(round(v)) for v in fr.face.box)
         colour = LABEL_BGR.get(fr.prediction.label, (200, 200, 200))
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, max(2, int(4 * scale)))
-        text = f"{fr.prediction.label.replace('_', ' ')} {fr.prediction.confidence:.0%}"
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, max(2, int((8 if i == person else 4) * scale)))
+        text = (f"#{track} " if i == person and track is not None else "") + (
+            f"{fr.prediction.label.replace('_', ' ')} {fr.prediction.confidence:.0%}")
         font_scale, thickness = 0.8 * scale, max(1, int(2 * scale))
         (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         top = max(0, y1 - h - base - 8)
@@ -184,10 +191,10 @@ class Channel:
 class LiveFeed:
     """Bus subscriber: turns the daemon's messages into the status and previews of the local Channel."""
 
-    def __init__(self, app, channel: Channel, *, preview_fps: float):
-        self.controller, self.channel = app.controller, channel
-        self.rule, self.frames_to_decide = app.decider.rule, app.config.decision.frames_to_decide
-        self.collecting = app.config.collect.enabled  # the kiosk says so while faces are kept
+    def __init__(self, channel: Channel, *, bus: EventBus, controller: DoorController, collecting: bool,
+                 preview_fps: float):
+        self.controller, self.channel = controller, channel
+        self.collecting = collecting  # the kiosk says so while faces are kept
         self.preview_every = 1.0 / preview_fps
         self._lock = threading.RLock()
         self._camera_ok: bool | None = None
@@ -195,13 +202,12 @@ class LiveFeed:
         self._stopped = False
         self._faces: list[dict] = []
         self._near = 0
-        self._refused: list = []  # this run of frames the rule refuses (their verdicts), newest last
+        self._person: tuple[int | None, int | None] = (None, None)  # the decision's track, and its face index
         self._fps = 0.0
         self._shown: tuple | None = None
         self._seen: tuple | None = None
         self._pushed = 0.0
         self._encoded = 0.0
-        bus = app.bus
         self.subscriptions = [
             bus.subscribe((DoorChanged, CameraChanged, Lifecycle, EventLogChanged), self._on_event, name="web:events"),
             bus.subscribe(FrameProcessed, self._on_frame, name="web:status", latest=True),
@@ -220,18 +226,16 @@ class LiveFeed:
                 state = "starting"
             return {"type": "status", "state": state, "reason": door["reason"], "door": door["door"],
                     "layer": door["layer"], "who": door["who"], "seconds_left": door["seconds_left"],
-                    "faces": self._faces, "fps": round(self._fps, 1), "camera_ok": bool(self._camera_ok),
-                    "events_ok": self._events_ok, "time": time.time(),
-                    "view": self._view(state, door), "collecting": self.collecting}
+                    "faces": self._faces, "track": self._person[0], "decided_by": self._person[1],
+                    "fps": round(self._fps, 1), "camera_ok": bool(self._camera_ok), "events_ok": self._events_ok,
+                    "time": time.time(), "view": self._view(state, door), "collecting": self.collecting}
 
     def _view(self, state: str, door: dict) -> dict:
-        """The kiosk's words; while vision's grant holds the door open, the faces in view now come first:
-        someone without a mask is told so (the door keeps following the access rules)."""
-        if state == "granted" and len(self._refused) >= self.frames_to_decide:
-            return screen("denied", self._refused[-1].reason, self._near)
-        if state == "granted" and door["seconds_left"] is not None and door["seconds_left"] <= CLOSING_SECONDS:
+        """The kiosk's words (``screen``); in the last seconds of a vision grant: the door is closing."""
+        view = screen(state, door["reason"], self._near)
+        if view["key"] == "granted" and door["seconds_left"] is not None and door["seconds_left"] <= CLOSING_SECONDS:
             return screen("closing", door["reason"], self._near)
-        return screen(state, door["reason"], self._near)
+        return view
 
     def _on_event(self, message) -> None:
         with self._lock:
@@ -245,20 +249,16 @@ class LiveFeed:
 
     def _on_frame(self, message: FrameProcessed) -> None:
         faces = message.result.faces
-        verdict = self.rule.judge(faces)
-        if verdict.outcome == "denied" and not verdict.unsure:
-            self._refused = self._refused[-self.frames_to_decide:] + [verdict]
-        else:
-            self._refused = []
-        seen = (message.decision.state, message.decision.reason, tuple(fr.prediction.label for fr in faces),
-                len(self._refused) >= self.frames_to_decide)
+        decision = message.decision
+        seen = (decision.state, decision.reason, decision.track, tuple(fr.prediction.label for fr in faces))
         if seen == self._seen and self._camera_ok and time.monotonic() - self._pushed < STATUS_EVERY:
             return  # nothing shown changed: cheap at hundreds of frames a second
         self._seen = seen
         with self._lock:
             self._camera_ok = True
             self._faces = [face_json(fr) for fr in faces]
-            self._near = message.decision.people
+            self._near = decision.people
+            self._person = (decision.track, decision.face)
             self._fps = message.fps
         self._push()
 
@@ -266,8 +266,7 @@ class LiveFeed:
         with self._lock:  # both handler threads push: keep their order
             status = self.snapshot()
             shown = (status["state"], status["reason"], status["door"], status["camera_ok"], status["events_ok"],
-                     status["view"]["key"],
-                     tuple(f["label"] for f in status["faces"]))
+                     status["view"]["key"], status["track"], tuple(f["label"] for f in status["faces"]))
             now = time.monotonic()
             if shown != self._shown or now - self._pushed >= STATUS_EVERY:
                 self._shown, self._pushed = shown, now
@@ -278,4 +277,6 @@ class LiveFeed:
         if not self.channel.wants_preview() or now - self._encoded < self.preview_every:
             return
         self._encoded = now
-        self.channel.publish_jpeg(draw_preview(message.frame.image, message.result.faces))
+        decision = message.decision
+        self.channel.publish_jpeg(draw_preview(message.frame.image, message.result.faces, person=decision.face,
+                                               track=decision.track))
