@@ -518,7 +518,7 @@ def side_by_side(peer: Path, *, model_dir: Path | None = None, rounds: int = 5, 
     for first, every in STREAM_VARIANTS:
         core = InferenceCore(FaceDetector(num_threads=2, first_pass_size=first, full_pass_every=every), classifier)
         name = f"maskgate: {stream_variant_name(first, every)}"
-        default = (first, every) == (FIRST_PASS_SIZE, FULL_PASS_EVERY)
+        default = first == FIRST_PASS_SIZE and (first is None or every == FULL_PASS_EVERY)
         pipelines[name + (" (default)" if default else "")] = partial(core.process, streaming=True)
     frame = door_scene()
     for run in pipelines.values():  # warm-up: graph tracing, XNNPACK weight packing, the first full pass

@@ -15,7 +15,7 @@ from .frames import as_bgr
 
 MODEL_FILE = "face_detection_yunet_2026may.onnx"
 INPUT_SIZE = 320  # the frame's longer side is scaled to this (see docs/detectors.md)
-FIRST_PASS_SIZE = 160  # in a stream, a cheaper first pass (longer side); the INPUT_SIZE pass when it finds no face
+FIRST_PASS_SIZE = None  # in a stream, a cheaper first pass (longer side, e.g. 160); off by default (docs/detectors.md)
 FULL_PASS_EVERY = 3  # in a stream, the INPUT_SIZE pass on every 3rd frame whatever the first pass finds
 # (the daemon uses decision.frames_to_decide, default 3: every decision sees a full pass)
 FIRST_PASS_MIN_PX = 80  # the first pass's answer stands only with a face this tall (the daemon: decision.min_face_px)
