@@ -439,7 +439,7 @@ class SteadyCore:
 
     classifier = MaskClassifier(None)
 
-    def process(self, image):
+    def process(self, image, *, streaming=False):
         time.sleep(0.002)
         return FrameResult(640, 480, (), 2.0, 0.0)
 

@@ -228,7 +228,7 @@ class SteadyCore:
     def __init__(self, real):
         self.classifier, self.result = real.classifier, None
 
-    def process(self, image):
+    def process(self, image, *, streaming=False):
         time.sleep(0.002)
         return self.result
 
