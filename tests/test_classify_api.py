@@ -270,3 +270,12 @@ def test_50_concurrent_requests_get_200_or_503_and_the_daemon_stays_healthy(tmp_
         assert len(frames) > seen, "the frame loop goes on"
         assert web.healthy() and app.problems() == []
         assert post(web, image)[0] == 200
+
+
+def test_a_client_refused_mid_upload_reads_its_413_not_a_connection_reset(daemon):
+    """After the 413 the server shuts its side and drops the rest of the body for a moment (a lingering close),
+    so a client that is still sending reads the answer."""
+    body = b"\xff\xd8\xff" + b"\0" * 6_000_000
+    answers = [post(daemon[1], body) for _ in range(10)]
+    assert [status for status, _, _ in answers] == [413] * 10
+    assert all("request body over 2000000 bytes" in answer["error"] for _, _, answer in answers)

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 SMALL_BODY_BYTES = 4096  # every route but the classify API (which has web.api.max_body_bytes): the login form
 LOCAL_RESERVE = 16  # connections beyond web.limits.connections kept for this machine (the kiosk)
+LINGER_SECONDS = 2.0  # after refusing a body: how long the rest of it is read and dropped before closing
+LINGER_BYTES = 8 * 1024 * 1024  # ... and how much of it at most (then the connection is reset)
 MAX_CLIENTS = 10_000  # per-client records kept before the stale ones are dropped
 
 
@@ -126,6 +128,7 @@ def bounded_h11(*, connections: int, per_client: int, header_seconds: float, tru
     """uvicorn's h11 protocol with a cap on open connections (in total, and per client address but for this
     machine and trusted proxies) and ``header_seconds`` for each request's headers to arrive, first or kept
     alive."""
+    import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     too_many_logged = Throttled(log)
@@ -146,7 +149,22 @@ def bounded_h11(*, connections: int, per_client: int, header_seconds: float, tru
                 too_many_logged("web: too many connections (from %s): new ones are closed at once", host)
                 transport.abort()
                 return
+            # what each request's cycle closes: lingering while a refused body is still on its way
+            self.transport = _Lingering(transport, self.loop,
+                                        body_unread=lambda: self.conn.their_state is h11.SEND_BODY)
             self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if isinstance(self.transport, _Lingering) and self.transport.lingering:
+                self.transport.drop(data)
+                return
+            super().data_received(data)
+
+        def eof_received(self) -> None:
+            if isinstance(self.transport, _Lingering) and self.transport.lingering:
+                self.transport.close()
+                return
+            super().eof_received()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
@@ -155,10 +173,14 @@ def bounded_h11(*, connections: int, per_client: int, header_seconds: float, tru
 
         def handle_websocket_upgrade(self, event) -> None:
             self._disarm()
+            if isinstance(self.transport, _Lingering):
+                self.transport = self.transport._transport  # the WebSocket closes as it always did
             super().handle_websocket_upgrade(event)
 
         def connection_lost(self, exc) -> None:
             self._disarm()
+            if isinstance(self.transport, _Lingering):
+                self.transport.closed()
             super().connection_lost(exc)
 
         def _arm(self) -> None:
@@ -175,6 +197,42 @@ def bounded_h11(*, connections: int, per_client: int, header_seconds: float, tru
                 self.transport.close()
 
     return BoundedH11
+
+
+class _Lingering:
+    """The connection's transport with a lingering close (as web servers do): once the answer is written, the
+    write side is shut (FIN) and what the client still sends is read and dropped — at most ``LINGER_SECONDS``
+    and ``LINGER_BYTES`` — so a client refused mid-upload reads its 413 instead of a connection reset."""
+
+    def __init__(self, transport, loop: asyncio.AbstractEventLoop, *, body_unread):
+        self._transport, self._loop, self._body_unread = transport, loop, body_unread
+        self.lingering, self._dropped, self._timer = False, 0, None
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if (self.lingering or self._transport.is_closing() or not self._body_unread()
+                or not self._transport.can_write_eof()):
+            self._transport.close()
+            return
+        self.lingering = True
+        self._transport.write_eof()
+        self._transport.resume_reading()
+        self._timer = self._loop.call_later(LINGER_SECONDS, self._transport.close)
+
+    def drop(self, data: bytes) -> None:
+        """Input that arrives while lingering: dropped; past ``LINGER_BYTES`` the connection is reset."""
+        self._dropped += len(data)
+        if self._dropped > LINGER_BYTES:
+            self._transport.abort()
+
+    def closed(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 class Networks:
