@@ -10,12 +10,11 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import cv2
 
-from .bench_loop import bench_config, soak
+from .bench_loop import bench_config, once_web_listens, print_comparison, soak
 from .config import changed
 from .sources.scenes import door_scene
 
@@ -54,17 +53,13 @@ print(json.dumps(statuses))
 def api_clients(count: int, seconds: float, image: Path, processes: list):
     """A ``soak`` setup: ``count`` clients posting ``image`` for ``seconds``, in a process of their own."""
 
+    def start(web) -> None:
+        argv = [sys.executable, "-c", CLIENTS, web.host, str(web.port), TOKEN, str(seconds), str(count), str(image)]
+        processes.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True))
+
     def setup(app) -> None:
-        web = next(s for s in app.services if s.name == "web")
-
-        def start() -> None:
-            while not web.server.started and not app.stop_event.wait(0.05):
-                pass
-            argv = [sys.executable, "-c", CLIENTS, web.host, str(web.port), TOKEN, str(seconds), str(count), str(image)]
-            processes.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True))
-
         if count:
-            threading.Thread(target=start, daemon=True).start()
+            once_web_listens(app, start)
 
     return setup
 
@@ -93,9 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             report[f"{count}_clients"] = {"loop_fps": result["loop_fps"], "api_answers": statuses,
                                           "api_200_per_s": round(statuses.get(200, 0) / args.seconds, 1),
                                           "peak_rss_mb": result["peak_rss_mb"]}
-    loaded, idle = report[f"{args.api_load}_clients"]["loop_fps"], report["0_clients"]["loop_fps"]
-    report["ratio"] = round(loaded / idle, 3) if idle else None
-    print(json.dumps(report) if args.json else "\n".join(f"{k:<12} {v}" for k, v in report.items()))
+    print_comparison(report, loaded=f"{args.api_load}_clients", idle="0_clients", as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,25 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(report) if args.json else format_report(report, seconds=args.seconds))
 
 
+def once_web_listens(app: App, start) -> None:
+    """``start(web)`` on a thread of its own as soon as the daemon's web server listens (a ``soak`` setup's aid)."""
+    web = next(s for s in app.services if s.name == "web")
+
+    def wait() -> None:
+        while not web.server.started and not app.stop_event.wait(0.05):
+            pass
+        start(web)
+
+    threading.Thread(target=wait, daemon=True).start()
+
+
+def print_comparison(report: dict, *, loaded: str, idle: str, as_json: bool) -> None:
+    """``report`` with the ratio of the ``loaded`` run's loop FPS to the ``idle`` one's, as JSON or a line a run."""
+    idle_fps = report[idle]["loop_fps"]
+    report["ratio"] = round(report[loaded]["loop_fps"] / idle_fps, 3) if idle_fps else None
+    print(json.dumps(report) if as_json else "\n".join(f"{k:<12} {v}" for k, v in report.items()))
+
+
 def format_report(report: dict, *, seconds: float) -> str:
     """The soak's figures for people: rates, latencies, memory, and memory over time (at most 12 samples)."""
     samples = report["rss_mb_over_time"]

@@ -5,14 +5,12 @@ each take the live status and JPEG previews in a process of its own; prints loop
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
-from .bench_loop import bench_config, soak
+from .bench_loop import bench_config, once_web_listens, print_comparison, soak
 from .config import changed
 
 
@@ -38,17 +36,13 @@ print(count)
 def viewers(count: int, seconds: float, processes: list):
     """A ``soak`` setup: ``count`` preview viewers, each its own process (as a browser would be)."""
 
+    def connect_all(web) -> None:
+        url = f"ws://{web.host}:{web.port}/api/v1/live?preview=1"
+        processes.extend(subprocess.Popen([sys.executable, "-c", VIEWER, url, str(seconds)], stdout=subprocess.PIPE,
+                                          text=True) for _ in range(count))
+
     def setup(app) -> None:
-        web = next(s for s in app.services if s.name == "web")
-
-        def connect_all() -> None:
-            while not web.server.started and not app.stop_event.wait(0.05):
-                pass
-            url = f"ws://{web.host}:{web.port}/api/v1/live?preview=1"
-            processes.extend(subprocess.Popen([sys.executable, "-c", VIEWER, url, str(seconds)], stdout=subprocess.PIPE,
-                                              text=True) for _ in range(count))
-
-        threading.Thread(target=connect_all, daemon=True).start()
+        once_web_listens(app, connect_all)
 
     return setup
 
@@ -71,9 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         received = [int(p.communicate(timeout=30)[0] or 0) for p in processes]
         report[f"{count}_viewers"] = {"loop_fps": result["loop_fps"], "messages_per_viewer": received,
                                       "peak_rss_mb": result["peak_rss_mb"]}
-    with_viewers, without = report[f"{args.viewers}_viewers"]["loop_fps"], report["0_viewers"]["loop_fps"]
-    report["ratio"] = round(with_viewers / without, 3) if without else None
-    print(json.dumps(report) if args.json else "\n".join(f"{k:<12} {v}" for k, v in report.items()))
+    print_comparison(report, loaded=f"{args.viewers}_viewers", idle="0_viewers", as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, 
                       field_validator, model_validator)
 
 from .errors import ConfigError
+from .net import is_loopback
 
 
 class Section(BaseModel):
@@ -227,16 +228,6 @@ class CollectConfig(Section):
 class DaemonConfig(Section):
     stuck_seconds: float = Field(10.0, ge=1, le=300, description="a worker silent this long is stuck: "
                                  "systemd's watchdog stops being fed and restarts the daemon")
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 REMOTE_TOKEN_ENV, API_TOKEN_ENV = "MASKGATE_REMOTE_TOKEN", "MASKGATE_API_TOKEN"

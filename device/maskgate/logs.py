@@ -32,3 +32,20 @@ class Throttled:
         """The problem is over: the next occurrence is logged at once."""
         with self._lock:
             self._last, self._held = float("-inf"), 0
+
+
+class OncePerMinute(logging.Filter):
+    """``Throttled`` for a logger maskgate does not own (uvicorn's per-request warnings): each message
+    template at most once a minute, the rest dropped."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.clock = clock
+        self._last: dict[str, float] = {}  # message template → when last let through
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now, key = self.clock(), str(record.msg)
+        if now - self._last.get(key, float("-inf")) < 60.0:
+            return False
+        self._last[key] = now
+        return True

@@ -91,6 +91,11 @@ class Lifecycle:
     time: float
 
 
+def is_event(message) -> bool:
+    """Worth an event: every message but a FrameProcessed that decided nothing."""
+    return not isinstance(message, FrameProcessed) or message.decision.outcome is not None
+
+
 def without_image(message):
     """A FrameProcessed with the frame's pixels dropped, for queues that may hold it for long; others as they are."""
     if isinstance(message, FrameProcessed):

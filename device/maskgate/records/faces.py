@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS faces (
 
 
 @dataclass(frozen=True)
-class Face:
+class CollectedFace:
     """One collected crop and what is known about it."""
 
     id: int
@@ -98,7 +98,7 @@ class FaceStore:
             raise MaskgateError(f"{self.root}: cannot open the collected faces ({exc})") from None
 
     def add(self, crop_bgr: np.ndarray, *, when: float, outcome: str, reason: str, probs: dict[str, float],
-            nose_covered: float | None, keypoints: np.ndarray, model: str) -> Face:
+            nose_covered: float | None, keypoints: np.ndarray, model: str) -> CollectedFace:
         ok, jpeg = cv2.imencode(".jpg", crop_bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
         if not ok:
             raise MaskgateError("cannot encode a face crop")
@@ -116,13 +116,14 @@ class FaceStore:
             self._db.execute("UPDATE faces SET file = ? WHERE id = ?", (name, face_id))
         return self.get(face_id)
 
-    def get(self, face_id: int) -> Face:
+    def get(self, face_id: int) -> CollectedFace:
         found = self.list(ids=[face_id])
         if not found:
             raise MaskgateError(f"no collected face {face_id} (deleted, or never kept)")
         return found[0]
 
-    def list(self, *, unlabelled: bool = False, ids: list[int] | None = None, limit: int | None = None) -> list[Face]:
+    def list(self, *, unlabelled: bool = False, ids: list[int] | None = None,
+             limit: int | None = None) -> list[CollectedFace]:
         """Oldest first."""
         query, args = "SELECT * FROM faces WHERE file != ''", []
         if unlabelled:
@@ -147,7 +148,7 @@ class FaceStore:
             counts["unlabelled" if label is None else label] = n
         return counts
 
-    def label(self, face_id: int, label: str, *, by: str) -> Face:
+    def label(self, face_id: int, label: str, *, by: str) -> CollectedFace:
         if label not in LABELS:
             raise MaskgateError(f"unknown label {label!r}: use one of {', '.join(LABELS)}")
         with self._lock:
@@ -227,10 +228,10 @@ class FaceStore:
             self._db.close()
 
 
-def _face(row: tuple) -> Face:
+def _face(row: tuple) -> CollectedFace:
     (face_id, when, name, outcome, reason, probs, nose, keypoints, model, label, labelled_at, labelled_by) = row
-    return Face(face_id, when, name, outcome, reason, json.loads(probs), nose, json.loads(keypoints), model, label,
-                labelled_at, labelled_by)
+    return CollectedFace(face_id, when, name, outcome, reason, json.loads(probs), nose, json.loads(keypoints), model,
+                         label, labelled_at, labelled_by)
 
 
 def _iso(when: float) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 from ..bus import EventBus
 from ..logs import Throttled
 from ..messages import (AlarmSilenced, CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, InputChanged,
-                        Lifecycle)
+                        Lifecycle, is_event)
 from ..vision.core import face_json
 from .events import Event, EventLog
 
@@ -46,9 +46,7 @@ class Recorder:
         self._failing = Throttled(log, logging.ERROR, every=60.0)
         self.subscription = bus.subscribe(
             (FrameProcessed, DoorChanged, CameraChanged, InputChanged, AlarmSilenced, Lifecycle), self.record_batch,
-            name="event-log",
-            when=lambda m: not isinstance(m, FrameProcessed) or m.decision.outcome is not None, maxlen=QUEUE_LIMIT,
-            batch=True)
+            name="event-log", when=is_event, maxlen=QUEUE_LIMIT, batch=True)
 
     def record_batch(self, messages: list) -> None:
         """Commit the held rows and these in one transaction; on failure hold them all and retry later."""

@@ -34,7 +34,7 @@ from ..config import MqttConfig
 from ..errors import ConfigError
 from ..logs import Throttled
 from ..messages import (AlarmSilenced, CameraChanged, DoorChanged, EventLogChanged, FrameProcessed, InputChanged,
-                        ShadowCounted, without_image)
+                        ShadowCounted, is_event, without_image)
 from ..records.recorder import as_event
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,6 @@ class _QuietReconnects(logging.Filter):
 
 PAHO_LOG = logging.getLogger(f"{__name__}.paho")
 PAHO_LOG.addFilter(_QuietReconnects())
-
-
-def _is_event(message) -> bool:
-    return not isinstance(message, FrameProcessed) or message.decision.outcome is not None
 
 
 class MqttService:
@@ -111,7 +107,7 @@ class MqttService:
         self._subscriptions = [
             bus.subscribe(FrameProcessed, self._on_frame, name="mqtt-state", when=self._frame_matters, latest=True),
             bus.subscribe((FrameProcessed, DoorChanged, CameraChanged, InputChanged, AlarmSilenced), self._on_event,
-                          name="mqtt-events", when=_is_event, maxlen=EVENT_QUEUE_LIMIT, keep=without_image),
+                          name="mqtt-events", when=is_event, maxlen=EVENT_QUEUE_LIMIT, keep=without_image),
             bus.subscribe(EventLogChanged, self._on_log, name="mqtt-health"),
             bus.subscribe(ShadowCounted, self._on_shadow, name="mqtt-shadow", latest=True),
         ]

@@ -16,8 +16,8 @@ import socket
 import threading
 from typing import TYPE_CHECKING
 
-from ...config import is_loopback
 from ...errors import MaskgateError
+from ...net import is_loopback
 from .limits import LOCAL_RESERVE, Listener
 
 if TYPE_CHECKING:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import email.parser
-import hmac
 import logging
 import math
 import os
@@ -29,6 +28,7 @@ from pydantic import BaseModel
 
 from ...access.reasons import Reason
 from ...errors import FrameError
+from ...net import bearer_matches
 from ...vision.frames import ImageTooLarge
 from .limits import client_key
 
@@ -153,8 +153,7 @@ class ClassifyApi:
         self.places = asyncio.Semaphore(api.workers + api.queue)  # requests past the token check, bodies held
 
     def authorized(self, request: Request) -> bool:
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self._token)
+        return bearer_matches(request.headers.get("authorization", ""), self._token)
 
     async def answer(self, request: Request) -> JSONResponse:
         client = request.client.host if request.client else "unknown"
@@ -227,7 +226,9 @@ def multipart_image(body: bytes | bytearray, content_type: str) -> tuple[str | N
     raise ApiError(400, "multipart body without an 'image' field")
 
 
-class Face(BaseModel):
+class ClassifiedFace(BaseModel):
+    """One face in the answer: the detector's box and score, the classifier's label and probabilities."""
+
     box: list[float]  # x1, y1, x2, y2 in image pixels
     score: float  # the detector's
     label: Literal["with_mask", "without_mask", "incorrect_mask"]
@@ -239,7 +240,7 @@ class ClassifyResult(BaseModel):
     image: str
     width: int
     height: int
-    faces: list[Face]
+    faces: list[ClassifiedFace]
     decision: Literal["granted", "denied", "no_face"]
     reason: Reason  # why, as a code (the interface); reason_text is its words
     reason_text: str

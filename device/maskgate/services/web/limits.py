@@ -19,15 +19,14 @@ import socket
 import time
 from urllib.parse import urlsplit
 
-from ...config import is_loopback
+from ...logs import Throttled
+from ...net import is_local_client, is_loopback
 
 log = logging.getLogger(__name__)
 
-LOCAL_CLIENTS = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}  # this machine (any other address is another host)
 SMALL_BODY_BYTES = 4096  # every route but the classify API (which has web.api.max_body_bytes): the login form
 LOCAL_RESERVE = 16  # connections beyond web.limits.connections kept for this machine (the kiosk)
 MAX_CLIENTS = 10_000  # per-client records kept before the stale ones are dropped
-LOG_EVERY = 60.0  # seconds between two log lines about the same flood
 
 
 def client_key(host: str) -> str:
@@ -43,44 +42,18 @@ def client_key(host: str) -> str:
     return str(address)
 
 
-class Quiet:
-    """A log line at most once a ``LOG_EVERY`` per key, with the count of those left out."""
+def quiet_loop_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Event-loop errors: one line per kind a minute, never a traceback flood."""
+    kinds: dict[str, Throttled] = {}
 
-    def __init__(self, clock=time.monotonic):
-        self.clock = clock
-        self._last: dict[str, tuple[float, int]] = {}
-
-    def log(self, key: str, level: int, message: str, *args) -> None:
-        now = self.clock()
-        last, skipped = self._last.get(key, (-LOG_EVERY, 0))
-        if now - last < LOG_EVERY:
-            self._last[key] = (last, skipped + 1)
-            return
-        self._last[key] = (now, 0)
-        suffix = f" ({skipped} more like it in the last minute)" if skipped else ""
-        log.log(level, message + suffix, *args)
-
-    def asyncio_handler(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
-        """Event-loop errors: one line per kind a minute, never a traceback flood."""
+    def handler(_loop: asyncio.AbstractEventLoop, context: dict) -> None:
         message = context.get("message", "event loop error")
         exc = context.get("exception")
-        self.log(message, logging.WARNING, "web: %s%s", message, f" ({exc!r})" if exc else "")
+        if message not in kinds:
+            kinds[message] = Throttled(log)
+        kinds[message]("web: %s%s", message, f" ({exc!r})" if exc else "")
 
-
-class OncePerMinute(logging.Filter):
-    """For the server's own per-request warnings (a malformed request, …): each kind at most once a minute."""
-
-    def __init__(self, clock=time.monotonic):
-        super().__init__()
-        self.clock = clock
-        self._last: dict[str, float] = {}  # message template → when last let through
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        now, key = self.clock(), str(record.msg)
-        if now - self._last.get(key, -LOG_EVERY) < LOG_EVERY:
-            return False
-        self._last[key] = now
-        return True
+    loop.set_exception_handler(handler)
 
 
 class Listener(socket.socket):
@@ -93,7 +66,8 @@ class Listener(socket.socket):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.quiet = Quiet()
+        self._out_of_fds = Throttled(log, logging.ERROR)
+        self._fds_back = Throttled(log)
         self.shed = 0
         self._spare = self._open_spare()
 
@@ -109,17 +83,17 @@ class Listener(socket.socket):
             self._shed_pending(exc)
             raise BlockingIOError(errno.EAGAIN, "connections shed") from None
         if self.shed:
-            self.quiet.log("fds-back", logging.WARNING, "web: file descriptors are back: serving again "
-                           "(%d connections refused meanwhile)", self.shed)
+            self._fds_back("web: file descriptors are back: serving again (%d connections refused meanwhile)",
+                           self.shed)
             self.shed = 0
         if self._spare is None:
             self._spare = self._open_spare()
         return accepted
 
     def _shed_pending(self, exc: OSError) -> None:
-        self.quiet.log("emfile", logging.ERROR, "web: out of file descriptors (%s): refusing new connections "
-                       "until some close (see web.limits.connections and the unit's LimitNOFILE)",
-                       errno.errorcode.get(exc.errno, exc.errno))
+        self._out_of_fds("web: out of file descriptors (%s): refusing new connections until some close "
+                         "(see web.limits.connections and the unit's LimitNOFILE)",
+                         errno.errorcode.get(exc.errno, exc.errno))
         while True:
             os.close(self._spare)
             self._spare = None
@@ -154,7 +128,7 @@ def bounded_h11(*, connections: int, per_client: int, header_seconds: float, tru
     alive."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    quiet = Quiet()
+    too_many_logged = Throttled(log)
 
     class BoundedH11(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
@@ -162,15 +136,14 @@ def bounded_h11(*, connections: int, per_client: int, header_seconds: float, tru
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             host = self.client[0] if self.client else ""
-            local = host in LOCAL_CLIENTS
+            local = is_local_client(host)
             too_many = len(self.connections) > connections + (LOCAL_RESERVE if local else 0)
             if not too_many and not local and not trusted.contains(host):
                 key = client_key(host)
                 too_many = sum(1 for c in self.connections
                                if getattr(c, "client", None) and client_key(c.client[0]) == key) > per_client
             if too_many:
-                quiet.log("connections", logging.WARNING, "web: too many connections (from %s): new ones are "
-                          "closed at once", host)
+                too_many_logged("web: too many connections (from %s): new ones are closed at once", host)
                 transport.abort()
                 return
             self._arm()

@@ -28,12 +28,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import HTTPConnection
 
 from ...config import DoorLink
+from ...logs import OncePerMinute
+from ...net import bearer_matches, is_local_client
 from .classify import PATH as CLASSIFY_PATH
 from .classify import ClassifyApi, add_routes
 from .review import add_model_route
 from .review import add_routes as add_review_routes
 from ..metrics import Metrics
-from .limits import LOCAL_CLIENTS, OncePerMinute, Quiet, Throttle
+from .limits import Throttle, quiet_loop_errors
 from .live import Channel, LiveFeed, offline_status
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ class Guard:
 
     @staticmethod
     def local(conn: HTTPConnection) -> bool:
-        return conn.client is not None and conn.client.host in LOCAL_CLIENTS
+        return conn.client is not None and is_local_client(conn.client.host)
 
     @staticmethod
     def presents_token(conn: HTTPConnection) -> bool:
@@ -77,8 +79,7 @@ class Guard:
             return True
         if self._token is None:
             return False
-        scheme, _, value = conn.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self._token):
+        if bearer_matches(conn.headers.get("authorization", ""), self._token):
             return True
         return hmac.compare_digest(conn.cookies.get(COOKIE, "").encode(), self.session.encode())
 
@@ -147,7 +148,7 @@ def create_app(feed: LiveFeed, events, *, token: str | None, doors: list[DoorLin
     @asynccontextmanager
     async def lifespan(_app):
         loop = asyncio.get_running_loop()
-        loop.set_exception_handler(Quiet().asyncio_handler)
+        quiet_loop_errors(loop)
         for channel in [local] + [r.channel for r in relays]:
             channel.loop = loop
         local.publish_status(feed.snapshot())
