@@ -159,7 +159,7 @@ def test_bench_on_frames_of_mixed_sizes_reports_each_size(capsys, photos, tiny_b
 
 
 def test_bench_loop_prints_sentences_not_raw_dicts(capsys):
-    from maskgate import bench_loop
+    from maskgate.bench import loop as bench_loop
 
     bench_loop.main(["--seconds", "3"])
     lines = capsys.readouterr().out.splitlines()

@@ -62,6 +62,15 @@ def write(tmp_path, text):
          "inputs.door_contact.bounce_seconds: Input should be greater than or equal to 0"),
         ("inputs:\n  rex: {pin: 6}\n", "inputs.rex: unknown key"),
         ("control:\n  socket: /run/x.sock\n", "control.socket: unknown key"),
+        ("detector:\n  first_pass_size: 320\n",
+         "detector: first_pass_size (320) must be smaller than input_size (320), or null"),
+        ("detector:\n  input_size: 224\n  first_pass_size: 256\n", "first_pass_size (256) must be smaller"),
+        ("detector:\n  first_pass_size: 32\n", "detector.first_pass_size: Input should be greater than or equal to 64"),
+        ("detector:\n  input_size: 4000\n", "detector.input_size: Input should be less than or equal to 1920"),
+        ("detector:\n  centre_zoom: sometimes\n", "detector.centre_zoom: Input should be a valid boolean"),
+        ("detector:\n  full_pass_every: 4\n",
+         "detector.full_pass_every (4) must not exceed decision.frames_to_decide (3)"),
+        ("detector:\n  full_pass_every: 0\n", "detector.full_pass_every: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, text, message):
@@ -256,6 +265,24 @@ def test_check_config_names_both_keys_of_a_pin_used_twice(tmp_path):
 def test_check_config_accepts_the_shipped_configs():
     for name in ("maskgate.yaml", "demo.yaml"):
         assert check_config(CONFIG_DIR / name).returncode == 0
+
+
+def test_detector_options_reach_the_detector_and_the_command_line_overrides_only_what_it_names():
+    from maskgate.vision.core import InferenceCore
+    from maskgate.vision.detector import default_model_path
+
+    def build_detector(config, **overrides):
+        return InferenceCore.from_config(config, **overrides).detector
+
+    config = Config.model_validate({"detector": {"input_size": 288, "first_pass_size": 192, "centre_zoom": False,
+                                                 "score_threshold": 0.6, "full_pass_every": 2},
+                                    "decision": {"min_face_px": 100}})
+    detector = build_detector(config, detector_model=default_model_path(), num_threads=1)
+    assert (detector.input_size, detector.first_pass_size, detector.centre_zoom, detector.score_threshold,
+            detector.full_pass_every, detector.first_pass_min_px) == (288, 192, False, 0.6, 2, 100)
+    assert build_detector(Config.model_validate({"detector": {"first_pass_size": None}})).first_pass_size is None
+    by_decision = build_detector(Config.model_validate({"decision": {"frames_to_decide": 2}}))
+    assert by_decision.full_pass_every == 2, "by default every decision's frames include a full look"
 
 
 @pytest.mark.parametrize("text, lines", [

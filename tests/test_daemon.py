@@ -152,7 +152,7 @@ def test_an_exception_in_the_loop_locks_the_door_and_exits_non_zero(core, scenes
             self.calls = 0
             self.classifier = core.classifier
 
-        def process(self, image):
+        def process(self, image, *, streaming=False):
             self.calls += 1
             if self.calls == 5:
                 raise RuntimeError("model crashed")
@@ -253,13 +253,13 @@ class SteadyCore:
 
     classifier = None
 
-    def process(self, image):
+    def process(self, image, *, streaming=False):
         time.sleep(0.002)
         return FrameResult(640, 480, (), 2.0, 0.0)
 
 
 def test_a_stuck_listener_never_holds_up_the_frame_loop(tmp_path, scenes):
-    """A listener that never returns only loses messages; the loop runs on. (Rates: ``maskgate.bench_loop``.)"""
+    """A listener that never returns only loses messages; the loop runs on. (Rates: ``maskgate.bench.loop``.)"""
     core_stub = SteadyCore()
     core_stub.classifier = MaskClassifier(None)
     app = App(make_config(tmp_path), core=core_stub, pin_factory=MockFactory(),

@@ -241,7 +241,7 @@ def test_masked_and_bare_close_up_photos(detector, label):
 
 
 class CountingNet:
-    """Stands in for the OpenCV detector object and counts its passes."""
+    """Stands in for one of the detector's OpenCV networks and counts its passes."""
 
     def __init__(self, net):
         self.net, self.passes = net, 0
@@ -254,6 +254,14 @@ class CountingNet:
         return self.net.detect(image)
 
 
+def counted(detector: FaceDetector) -> dict[int, CountingNet]:
+    """Count the passes of each of ``detector``'s input sizes."""
+    counters = {}
+    for size, net in detector._nets.items():
+        net.net = counters[size] = CountingNet(net.net)
+    return counters
+
+
 def test_small_masked_face_missed_by_the_first_pass_is_found_by_the_centre_zoom():
     frame = door_scene(face_height_px=40, masked=True)  # 40 px face: ~20 px in the 320 px pass
     assert FaceDetector(centre_zoom=False).detect(frame) == []
@@ -264,10 +272,131 @@ def test_small_masked_face_missed_by_the_first_pass_is_found_by_the_centre_zoom(
     assert face.box[0] < nose_x < face.box[2] and face.box[1] < nose_y < face.box[3]
 
 
-def test_a_face_found_in_the_first_pass_costs_one_pass_and_an_empty_frame_two(no_face_photo):
-    detector = FaceDetector()
-    detector._net = counting = CountingNet(detector._net)
-    assert len(detector.detect(door_scene(face_height_px=120, masked=True))) == 1
-    assert counting.passes == 1
+def test_a_still_photo_gets_the_full_look_one_pass_with_a_face_two_without(no_face_photo):
+    detector = FaceDetector(first_pass_size=160)
+    passes = counted(detector)
+    for _ in range(3):
+        assert len(detector.detect(door_scene(face_height_px=120, masked=True))) == 1
+    assert (passes[160].passes, passes[320].passes) == (0, 3)
     assert detector.detect(no_face_photo) == []
-    assert counting.passes == 3
+    assert (passes[160].passes, passes[320].passes) == (0, 5), "320 px pass, then the centre ×2"
+
+
+def test_in_a_stream_the_full_look_runs_when_the_cheaper_first_pass_finds_nobody(no_face_photo):
+    detector = FaceDetector(first_pass_size=160, full_pass_every=1000)
+    detector.detect(no_face_photo, streaming=True)  # the stream's first frame gets the full look
+    passes = counted(detector)
+    assert len(detector.detect(door_scene(face_height_px=200, masked=True), streaming=True)) == 1
+    assert (passes[160].passes, passes[320].passes) == (1, 0)
+    # 56 px tall: 14 px in the 160 px pass, too small for it; the 320 px pass finds it.
+    (face,) = detector.detect(door_scene(face_height_px=56, masked=True), streaming=True)
+    assert (passes[160].passes, passes[320].passes) == (2, 1)
+    assert abs(centre(face.box)[0] - 320) < 15 and 35 < face.height < 80
+    assert detector.detect(no_face_photo, streaming=True) == []
+    assert (passes[160].passes, passes[320].passes) == (3, 3), "first pass, 320 px pass, centre ×2"
+
+
+def test_in_a_stream_a_first_pass_finding_only_faces_too_small_for_the_door_gets_the_full_look():
+    frame = door_scene(face_height_px=120, masked=True)  # the 160 px pass finds it, ~147 px tall
+    for min_px, full_looks in ((140, 0), (160, 1)):
+        detector = FaceDetector(first_pass_size=160, full_pass_every=1000, first_pass_min_px=min_px)
+        detector.detect(frame, streaming=True)  # the stream's first frame gets the full look
+        passes = counted(detector)
+        assert len(detector.detect(frame, streaming=True)) == 1
+        assert (passes[160].passes, passes[320].passes) == (1, full_looks), min_px
+
+
+def test_in_a_stream_every_nth_frame_gets_the_full_look_whatever_the_first_pass_finds():
+    detector = FaceDetector(first_pass_size=160, full_pass_every=3)
+    passes = counted(detector)
+    frame = door_scene(face_height_px=200, masked=True)
+    seen = []
+    for _ in range(7):
+        before = passes[320].passes
+        assert len(detector.detect(frame, streaming=True)) == 1
+        seen.append(passes[320].passes - before)
+    assert seen == [1, 0, 0, 1, 0, 0, 1]
+    assert passes[160].passes == 4
+
+
+def test_the_cheaper_first_pass_finds_the_faces_the_full_look_finds_at_the_door(astronaut):
+    stream, still = FaceDetector(first_pass_size=160, full_pass_every=1000), FaceDetector()
+    stream.detect(astronaut, streaming=True)  # past the stream's first, full, frame
+    passes = counted(stream)
+    for face_px in (100, 160, 240, 320):
+        frame = door_scene(face_height_px=face_px, masked=face_px % 160 == 0)
+        (cheap,), (full,) = stream.detect(frame, streaming=True), still.detect(frame)
+        assert iou(np.array(cheap.box), np.array([full.box]))[0] > 0.8, face_px
+        assert np.abs(np.array(cheap.keypoints) - np.array(full.keypoints)).max() < 0.1 * face_px, face_px
+    assert passes[320].passes == 0, "the first pass found each face itself"
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"first_pass_size": 32}, "first_pass_size must be >= 64 and < input_size"),
+    ({"first_pass_size": 320}, "first_pass_size must be >= 64 and < input_size"),
+    ({"input_size": 224, "first_pass_size": 256}, "first_pass_size must be >= 64 and < input_size"),
+    ({"full_pass_every": 0}, "full_pass_every must be >= 1"),
+])
+def test_bad_first_pass_settings_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        FaceDetector(**options)
+
+
+def test_frames_of_changing_shapes_give_what_a_fresh_detector_gives(astronaut):
+    frames = [astronaut, cv2.resize(astronaut, (640, 360)), np.ascontiguousarray(astronaut[100:, 50:]),
+              door_scene(face_height_px=56)]
+    def fresh_stream():
+        detector = FaceDetector(first_pass_size=160, full_pass_every=1000)
+        detector.detect(frames[0], streaming=True)  # the stream's first frame gets the full look
+        return detector
+
+    stream, still = fresh_stream(), FaceDetector()
+    for frame in frames + frames[::-1]:
+        assert stream.detect(frame, streaming=True) == fresh_stream().detect(frame, streaming=True)
+        assert still.detect(frame) == FaceDetector().detect(frame)
+
+
+def _door_frame_faces(min_px: float, limit: int):
+    """The shared scene photos that fit a 640×480 frame, put on one as the door camera would see them (faces keep
+    their size), with their annotated faces at least ``min_px`` tall: [(frame, [box, ...])], ``limit`` faces."""
+    photos, count = [], 0
+    for xml_path in sorted((SHARED_DATA / "scenes" / "annotations").glob("*.xml")):
+        root = ET.parse(xml_path).getroot()
+        boxes = [[float(obj.find("bndbox").findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
+                 for obj in root.iter("object")]
+        boxes = [box for box in boxes if box[3] - box[1] >= min_px]
+        photo = cv2.imread(str(SHARED_DATA / "scenes" / "images" / root.findtext("filename")))
+        if boxes and photo.shape[0] <= 480 and photo.shape[1] <= 640:
+            photos.append((on_canvas(photo, (480, 640), (0, 0)), boxes))
+            count += len(boxes)
+        if count >= limit:
+            break
+    return photos
+
+
+@needs_shared
+def test_door_sized_faces_in_scene_photos_are_still_found_by_a_160_px_first_pass():
+    """Scene faces of the door's decision size (80 px) in a 640×480 frame: a stream frame that gets the 160 px
+    first pass finds most of them, and a lone person whenever the full look does."""
+    photos = _door_frame_faces(min_px=80, limit=280)
+    still = FaceDetector()
+
+    def found(faces, box):
+        return bool(faces) and iou(np.array(box), np.array([f.box for f in faces])).max() >= 0.4
+
+    cheap_hits = full_hits = total = lone = lone_cheap = 0
+    for frame, boxes in photos:
+        stream = FaceDetector(first_pass_size=160)
+        stream.detect(frame, streaming=True)  # the stream's first frame gets the full look, the next the first pass
+        cheap, full = stream.detect(frame, streaming=True), still.detect(frame)
+        for box in boxes:
+            total += 1
+            cheap_hits += found(cheap, box)
+            full_hits += found(full, box)
+        if len(boxes) == 1 and found(full, boxes[0]):
+            lone += 1
+            lone_cheap += found(cheap, boxes[0])
+    assert total >= 280 and lone >= 50
+    assert full_hits >= 0.9 * total, f"the full look finds {full_hits} of {total} faces ≥ 80 px"
+    assert cheap_hits >= 0.85 * total, f"a cheaper frame finds {cheap_hits} of {total} faces ≥ 80 px"
+    assert lone_cheap >= 0.97 * lone, f"of {lone} lone faces the full look finds, a cheaper frame finds {lone_cheap}"

@@ -315,7 +315,7 @@ class NobodyCore:
     def __init__(self):
         self.classifier = MaskClassifier(None)
 
-    def process(self, image):
+    def process(self, image, *, streaming=False):
         return FrameResult(640, 480, (), 1.0, 0.0)
 
 

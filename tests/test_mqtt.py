@@ -439,13 +439,13 @@ class SteadyCore:
 
     classifier = MaskClassifier(None)
 
-    def process(self, image):
+    def process(self, image, *, streaming=False):
         time.sleep(0.002)
         return FrameResult(640, 480, (), 2.0, 0.0)
 
 
 def test_the_frame_loop_runs_on_with_the_broker_down_and_never_talks_to_it(tmp_path, scenes, monkeypatch):
-    """MQTT's work happens on its own threads: a dead broker costs the loop nothing. (Rates: bench_loop.)"""
+    """MQTT's work happens on its own threads: a dead broker costs the loop nothing. (Rates: maskgate.bench.loop.)"""
     from maskgate.services.mqtt import MqttService
 
     threads = []

@@ -228,14 +228,14 @@ class SteadyCore:
     def __init__(self, real):
         self.classifier, self.result = real.classifier, None
 
-    def process(self, image):
+    def process(self, image, *, streaming=False):
         time.sleep(0.002)
         return self.result
 
 
 def test_three_preview_viewers_are_served_off_the_frame_loop(tmp_path, core, scenes, monkeypatch):
     """Previews are drawn off the frame loop: with a slow encoder (30 ms a preview) and three viewers the
-    loop never draws one and keeps taking frames. (The rates: ``maskgate.bench_web``.)"""
+    loop never draws one and keeps taking frames. (The rates: ``maskgate.bench.web``.)"""
     from maskgate.services.web import live
 
     drawn_on = []

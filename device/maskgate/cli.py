@@ -81,7 +81,7 @@ def _print_classify_table(record: dict, rule) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import format_report, run_benchmark
+    from .bench.latency import format_report, run_benchmark
 
     core = _build_core(args, _config(args))
     report = run_benchmark(core, frames=args.frames, seconds=args.seconds)

@@ -16,6 +16,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, 
 
 from .errors import ConfigError
 from .net import is_loopback
+from .vision.detector import FIRST_PASS_SIZE, INPUT_SIZE, MIN_SIDE
 
 
 class Section(BaseModel):
@@ -103,6 +104,21 @@ class DetectorConfig(Section):
     model_path: Path | None = None
     score_threshold: float = Field(0.5, gt=0, lt=1)
     num_threads: int = Field(2, ge=1, le=16)
+    input_size: int = Field(INPUT_SIZE, ge=MIN_SIDE, le=1920, description="the frame's longer side in the full pass")
+    first_pass_size: int | None = Field(FIRST_PASS_SIZE, ge=MIN_SIDE, description=(
+        "camera frames: a cheaper first pass at this size (longer side), the full pass when it finds no face "
+        "of decision.min_face_px; null = the full pass on every frame"))
+    full_pass_every: int | None = Field(None, ge=1, le=100, description=(
+        "camera frames: the full pass on every N-th frame whatever the first pass finds; "
+        "null = decision.frames_to_decide"))
+    centre_zoom: bool = Field(True, description="when no pass finds a face, look again at the frame's centre ×2")
+
+    @model_validator(mode="after")
+    def _first_pass_is_smaller(self) -> "DetectorConfig":
+        if self.first_pass_size is not None and self.first_pass_size >= self.input_size:
+            raise ValueError(f"first_pass_size ({self.first_pass_size}) must be smaller than input_size "
+                             f"({self.input_size}), or null")
+        return self
 
 
 class ClassifierConfig(Section):
@@ -437,6 +453,14 @@ class Config(Section):
             if pin in seen:
                 raise ValueError(f"pin {pin} is used twice: {seen[pin]} and {key}")
             seen[pin] = key
+        return self
+
+    @model_validator(mode="after")
+    def _every_decision_sees_a_full_pass(self) -> "Config":
+        detector, frames = self.detector, self.decision.frames_to_decide
+        if detector.full_pass_every is not None and detector.full_pass_every > frames:
+            raise ValueError(f"detector.full_pass_every ({detector.full_pass_every}) must not exceed "
+                             f"decision.frames_to_decide ({frames}): every decision must see a full pass")
         return self
 
     @model_validator(mode="after")

@@ -89,7 +89,7 @@ class FrameLoop:
                         continue
                 try:
                     frame = source.read()
-                    result = self.core.process(frame.image)
+                    result = self.core.process(frame.image, streaming=True)
                 except EndOfStream:
                     log.info("replay finished")
                     return

@@ -106,10 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
     detectors = steps.add_parser("detectors", help="compare face detectors on the shared data (docs/detectors.md)")
     detectors.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
     detectors.add_argument("--every", type=int, default=1, metavar="N", help="use every N-th photo of each set")
+    detectors.add_argument("--folder-every", type=int, metavar="N",
+                           help="use every N-th photo of the class folders (default: --every)")
     detectors.add_argument("--json", type=Path, metavar="FILE", help="also write the raw figures here")
     detectors.add_argument("--peer", type=Path, default=REPO_ROOT.parent / "shared" / "peer" / "face_detector",
                            metavar="DIR", help="OpenCV's res10 SSD files, measured side by side when present")
     detectors.add_argument("--only", action="append", metavar="NAME", help="measure only this detector (repeatable)")
+
+    side = steps.add_parser("side-by-side", help="whole-pipeline speed next to the peer recipe (docs/detectors.md)",
+                            description="ms per 640x480 frame with one face: the peer recipe (res10 SSD + Keras "
+                                        "MobileNetV2-1.0) and maskgate's core, taking turns in one process.")
+    side.add_argument("--peer", type=Path, default=REPO_ROOT.parent / "shared" / "peer" / "face_detector",
+                      metavar="DIR", help="OpenCV's res10 SSD files (default ../shared/peer/face_detector)")
+    side.add_argument("--model", type=Path, metavar="DIR", help="maskgate model bundle (default: the shipped one)")
+    side.add_argument("--rounds", type=int, default=5, choices=range(1, 101), metavar="N",
+                      help="repeat the measurement N times (default 5)")
+    side.add_argument("--frames", type=int, default=120, choices=range(6, 10001), metavar="N",
+                      help="frames per round, in blocks of 6 (default 120)")
 
     collect = steps.add_parser("collect", help="save face crops from a camera or video for retraining")
     collect.add_argument("source", help="camera index (0), /dev/videoN, auto, picamera2, scenes (the demo), "
@@ -128,7 +141,12 @@ def run(args: argparse.Namespace) -> dict | int | str:
     if args.step == "detectors":
         from .detectors import report
 
-        return report(args.data, every=args.every, json_path=args.json, peer=args.peer, only=args.only)
+        return report(args.data, every=args.every, folder_every=args.folder_every, json_path=args.json,
+                      peer=args.peer, only=args.only)
+    if args.step == "side-by-side":
+        from .detectors import side_by_side
+
+        return side_by_side(args.peer, model_dir=args.model, rounds=args.rounds, frames=args.frames)
     if args.step == "collect":
         from .collect import collect
 

@@ -70,18 +70,22 @@ class InferenceCore:
     def from_config(cls, config: "Config", *, model_dir: Path | None = None, detector_model: Path | None = None,
                     num_threads: int | None = None) -> "InferenceCore":
         """The core ``config`` describes; the keywords override it (the command line's flags)."""
+        detector = config.detector
         return cls(
-            FaceDetector(detector_model or config.detector.model_path,
-                         num_threads=num_threads or config.detector.num_threads,
-                         score_threshold=config.detector.score_threshold),
+            FaceDetector(detector_model or detector.model_path, num_threads=num_threads or detector.num_threads,
+                         score_threshold=detector.score_threshold, input_size=detector.input_size,
+                         first_pass_size=detector.first_pass_size, centre_zoom=detector.centre_zoom,
+                         full_pass_every=detector.full_pass_every or config.decision.frames_to_decide,
+                         first_pass_min_px=config.decision.min_face_px),
             MaskClassifier(model_dir or classifier_bundle(config),
                            num_threads=num_threads or config.classifier.num_threads),
         )
 
-    def process(self, frame: np.ndarray) -> FrameResult:
+    def process(self, frame: np.ndarray, *, streaming: bool = False) -> FrameResult:
+        """``frame`` through the core; ``streaming``: the next frame of a camera stream (see ``FaceDetector``)."""
         image = as_bgr(frame)
         start = time.perf_counter()
-        faces = self.detector.detect(image)
+        faces = self.detector.detect(image, streaming=streaming)
         detected = time.perf_counter()
         size, margin = self.classifier.input_size, self.classifier.crop_margin
         crops = [crop_face(image, face.box, size=size, margin=margin) for face in faces]

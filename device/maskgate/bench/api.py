@@ -1,4 +1,4 @@
-"""Cost of the classify API (``python -m maskgate.bench_api``): the whole daemon as ``bench_loop`` runs it,
+"""Cost of the classify API (``python -m maskgate.bench.api``): the whole daemon as ``bench.loop`` runs it,
 with the classify API on, first with no caller, then with ``--api-load`` clients (threads of one process of
 their own, at nice 19 as they stand in for other machines) posting the door scene as a JPEG back to back;
 prints loop FPS for both, their ratio, and how the API answered (counts by HTTP status, answers a second)."""
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import cv2
 
-from .bench_loop import bench_config, once_web_listens, print_comparison, soak
-from .config import changed
-from .sources.scenes import door_scene
+from ..config import changed
+from ..sources.scenes import door_scene
+from .loop import bench_config, once_web_listens, print_comparison, soak
 
 TOKEN = "bench-token-0123456789"
 CLIENTS = """

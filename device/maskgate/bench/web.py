@@ -1,4 +1,4 @@
-"""Cost of watching (``python -m maskgate.bench_web``): the whole daemon as ``bench_loop`` runs it, with
+"""Cost of watching (``python -m maskgate.bench.web``): the whole daemon as ``bench.loop`` runs it, with
 its web server on a free loopback port, first with no viewer, then with ``--viewers`` clients that
 each take the live status and JPEG previews in a process of its own; prints loop FPS for both and their ratio."""
 
@@ -10,8 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .bench_loop import bench_config, once_web_listens, print_comparison, soak
-from .config import changed
+from ..config import changed
+from .loop import bench_config, once_web_listens, print_comparison, soak
 
 
 VIEWER = """

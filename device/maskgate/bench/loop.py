@@ -1,4 +1,4 @@
-"""Benchmark of the whole daemon (``python -m maskgate.bench_loop``): the App as ``maskgate run`` builds
+"""Benchmark of the whole daemon (``python -m maskgate.bench.loop``): the App as ``maskgate run`` builds
 it — frame loop, controller, mock door, bus, event log, status — on the built-in 640×480 one-face
 scene replayed unpaced; prints loop FPS, per-stage latency, peak RSS and RSS over time."""
 
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .app import App
-from .bench import peak_rss_mb, stage_line
-from .config import Config, changed
-from .messages import FrameProcessed
-from .sources import make_source
+from ..app import App
+from ..config import Config, changed
+from ..messages import FrameProcessed
+from ..sources import make_source
+from .latency import peak_rss_mb, stage_line
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
