@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from maskgate.config import changed
 from maskgate.services.web.live import VIEWS, screen
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,8 +71,7 @@ def write_docs() -> None:
     scenes = {"masked": door_scene(masked=True), "bare": door_scene(masked=False),
               "empty": np.full((480, 640, 3), 90, np.uint8)}
     with tempfile.TemporaryDirectory() as tmp:
-        config = web_config(Path(tmp))
-        config.classifier.threshold = None
+        config = changed(web_config(Path(tmp)), classifier={"threshold": None})
         camera = SceneCamera(scenes, "empty")
         with running(config, InferenceCore.from_config(config), camera) as (app, web):
             take_over(app, web)

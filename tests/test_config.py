@@ -3,6 +3,7 @@ bad YAML is one line naming the key."""
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -163,6 +164,77 @@ def test_check_config_rejects_what_the_daemon_would_reject_at_start(tmp_path, te
     started = subprocess.run([sys.executable, "-m", "maskgate", "run", "--config", str(path)],
                              capture_output=True, text=True, timeout=60)
     assert started.returncode == 2 and started.stderr == checked.stderr
+
+
+def check_and_run(path, env: dict[str, str]):
+    """``check-config`` and ``run`` on the same file in the same environment (``env`` added to this one's)."""
+    environ = {**os.environ, **env}
+    checked = subprocess.run([sys.executable, "-m", "maskgate", "check-config", str(path)], capture_output=True,
+                             text=True, env=environ)
+    started = subprocess.run([sys.executable, "-m", "maskgate", "run", "--config", str(path)], capture_output=True,
+                             text=True, timeout=60, env=environ)
+    return checked, started
+
+
+def test_check_config_names_every_problem_at_once_as_run_does(tmp_path):
+    path = write(tmp_path, f"camera:\n  backend: replay\n  replay_path: /nonexistent/clip.mp4\n"
+                           f"detector:\n  model_path: /nonexistent/face.tflite\n"
+                           f"classifier:\n  model_dir: {TINY_BUNDLES / 'int8'}\n  nose_threshold: 0.5\n")
+    checked, started = check_and_run(path, {})
+    for problem in ("replay source not found", "detector.model_path: /nonexistent/face.tflite",
+                    "classifier.nose_threshold: the model bundle"):
+        assert problem in checked.stderr
+    assert checked.returncode == started.returncode == 2 and started.stderr == checked.stderr
+    assert checked.stderr.count("\n") == 1 and "Traceback" not in checked.stderr
+
+
+@pytest.mark.parametrize("text, env, message", [
+    ("gpio:\n  pin_factory: mock\n", {"STATE_DIRECTORY": "{file}"}, "$STATE_DIRECTORY: {file}: not a directory"),
+    ("gpio:\n  pin_factory: mock\nevents:\n  state_dir: {file}\n", {}, "events.state_dir: {file}: not a directory"),
+    ("gpio:\n  pin_factory: mock\ncontrol:\n  group: null\n", {"RUNTIME_DIRECTORY": "/nonexistent/run"},
+     "$RUNTIME_DIRECTORY: /nonexistent/run: no such directory"),
+    ("gpio:\n  pin_factory: mock\ncontrol:\n  group: no-such-group-here\n", {"RUNTIME_DIRECTORY": "{dir}"},
+     "control.group: no group 'no-such-group-here'"),
+    ("gpio:\n  pin_factory: mock\nweb:\n  api:\n    enabled: true\n", {},
+     "api.enabled needs api.token of at least 16 characters"),
+])
+def test_check_config_refuses_in_this_environment_what_run_refuses(tmp_path, text, env, message):
+    """The environment counts as systemd sets it: the directories, the secrets from variables."""
+    occupied = tmp_path / "a-file"
+    occupied.write_text("")
+    fill = {"{file}": str(occupied), "{dir}": str(tmp_path)}
+    for key, value in fill.items():
+        text, message = text.replace(key, value), message.replace(key, value)
+        env = {name: setting.replace(key, value) for name, setting in env.items()}
+    path = write(tmp_path, text)
+    checked, started = check_and_run(path, {**env, "MASKGATE_API_TOKEN": ""})
+    assert checked.returncode == started.returncode == 2, checked.stderr + started.stderr
+    assert message in checked.stderr and started.stderr == checked.stderr and checked.stderr.count("\n") == 1
+
+
+def test_an_api_token_from_the_environment_passes_check_config(tmp_path):
+    path = write(tmp_path, "web:\n  api:\n    enabled: true\n")
+    checked = subprocess.run([sys.executable, "-m", "maskgate", "check-config", str(path)], capture_output=True,
+                             text=True, env={**os.environ, "MASKGATE_API_TOKEN": "from-the-environment-01"})
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_sections_are_frozen_and_changed_validates_again():
+    from pydantic import ValidationError
+
+    from maskgate.config import changed
+
+    config = Config()
+    with pytest.raises(ValidationError, match="frozen"):
+        config.web.port = 1
+    moved = changed(config, web={"port": 0}, collect={"enabled": True})
+    assert (moved.web.port, moved.collect.enabled) == (0, True) and (config.web.port, config.collect.enabled) == (8080, False)
+    with pytest.raises(ConfigError, match="web.port: "):
+        changed(config, web={"port": 70000})
+    with pytest.raises(ConfigError, match="web.prot: unknown key"):
+        changed(config, web={"prot": 1})
+    with pytest.raises(ConfigError, match="is used twice"):
+        changed(config, inputs={"fire_alarm": {"pin": config.gpio.relay.pin}})
 
 
 def test_check_config_names_a_model_file_the_bundle_metadata_promises(tmp_path):

@@ -25,7 +25,7 @@ import yaml
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from maskgate.config import load_config
+from maskgate.config import changed, load_config
 from maskgate.errors import ConfigError
 from maskgate.services.web.limits import Throttle, client_key
 from test_kiosk_browser import browser, chromium  # noqa: F401 (the fixture)
@@ -355,7 +355,7 @@ def test_a_rebound_dns_name_gets_403_in_chromium(chromium, tmp_path, core, scene
 def test_x_forwarded_for_is_believed_from_trusted_proxies_only(tmp_path, tiny_bundles, core, scenes):
     config = web_config(tmp_path, remote={"enabled": True, "token": TOKEN}, trusted_proxies=["127.0.0.1"],
                         api={"enabled": True, "token": API_TOKEN, "rate_per_minute": 3})
-    config.classifier.model_dir = tiny_bundles["int8"]
+    config = changed(config, classifier={"model_dir": tiny_bundles["int8"]})
     with running(config, core, SceneCamera(scenes, "empty")) as (app, web):
         bearer = {"Authorization": f"Bearer {API_TOKEN}"}
         rotated = [request(web, "/api/v1/classify", method="POST", body=b"x", source="127.0.0.2",

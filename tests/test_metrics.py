@@ -9,6 +9,7 @@ from test_mqtt import Broker, mosquitto  # noqa: F401  (the session fixture that
 from test_web import get
 from web_rig import TOKEN, SceneCamera, running, wait_for, web_config
 
+from maskgate.config import changed
 from maskgate.messages import FrameProcessed
 
 
@@ -22,8 +23,8 @@ def scrape(web, **kwargs) -> dict[tuple[str, tuple], float]:
 
 def test_metrics_follow_frames_decisions_door_and_health(tmp_path, core, scenes, mosquitto):  # noqa: F811
     broker = Broker(mosquitto, tmp_path / "broker").start()
-    config = web_config(tmp_path, remote={"enabled": True, "token": TOKEN})
-    config.mqtt.enabled, config.mqtt.host, config.mqtt.port = True, "127.0.0.1", broker.port
+    config = changed(web_config(tmp_path, remote={"enabled": True, "token": TOKEN}),
+                     mqtt={"enabled": True, "host": "127.0.0.1", "port": broker.port})
     camera = SceneCamera(scenes, "bare")
     try:
         with running(config, core, camera) as (app, web):

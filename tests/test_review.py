@@ -9,6 +9,7 @@ import time
 import cv2
 import numpy as np
 
+from maskgate.config import changed
 from maskgate.records.faces import FaceStore
 from test_kiosk_browser import browser, chromium  # noqa: F401  (the fixture)
 from test_web import get
@@ -69,8 +70,7 @@ def test_without_collected_faces_there_is_no_review_page(tmp_path, core, scenes)
 
 def test_review_page_labels_with_one_key_and_the_kiosk_shows_the_collection_notice(tmp_path, core, scenes, chromium):
     ids = keep_faces(tmp_path)
-    config = web_config(tmp_path)
-    config.collect.enabled = True
+    config = changed(web_config(tmp_path), collect={"enabled": True})
     with running(config, core, SceneCamera(scenes, "empty")) as (app, web), browser((1280, 800)) as driver:
         from selenium.webdriver.common.by import By
 

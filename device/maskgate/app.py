@@ -11,20 +11,21 @@
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Mapping, Protocol
 
 from .access.controller import DoorController
 from .access.decider import Decider
 from .access.verdict import Rule, decision_rule
 from .bus import EventBus
 from .config import Config
-from .errors import MaskgateError
+from .errors import ConfigError, MaskgateError
 from .hardware.door import build_door
 from .hardware.notify import Notifier, StatusReporter
 from .loop import FrameLoop, Heartbeat
@@ -93,22 +94,79 @@ def build_services(config: Config, *, bus: EventBus, controller: DoorController,
     return services
 
 
-def preflight(config: Config) -> None:
-    """What the daemon would refuse at start beyond the schema: model files, the replay source."""
-    bundle = classifier_bundle(config)
-    metadata = read_metadata(bundle)
-    for path in model_files(bundle, metadata):
-        if not path.is_file():
-            raise MaskgateError(f"classifier.model_dir: {path}: model file not found")
-    if config.classifier.nose_threshold is not None and metadata.nose_check is None:
-        raise MaskgateError(f"classifier.nose_threshold: the model bundle {bundle} has no nose check")
+def preflight(config: Config, env: Mapping[str, str]) -> list[str]:
+    """Every problem the daemon would refuse at start beyond the schema, in the environment ``env``: model
+    files, the replay source, MQTT's files, the state directory, the control socket's directory and group.
+    ``check-config`` and ``App`` both run it, so a config check-config passes starts (in the same environment)."""
+    problems = _model_problems(config, env)
     detector = config.detector.model_path or default_model_path()
     if not Path(detector).is_file():
-        raise MaskgateError(f"detector.model_path: {detector}: no such file")
+        problems.append(f"detector.model_path: {detector}: no such file")
     if config.camera.backend == "replay":
-        files_or_video(config.camera.replay_path)
+        try:
+            files_or_video(config.camera.replay_path)
+        except MaskgateError as exc:
+            problems.append(str(exc))
     if config.mqtt.enabled:
-        config.mqtt.check_files()
+        problems += config.mqtt.file_problems(env)
+    return problems + _directory_problems(config, env)
+
+
+def _model_problems(config: Config, env: Mapping[str, str]) -> list[str]:
+    try:
+        bundle = classifier_bundle(config, env)
+        metadata = read_metadata(bundle)
+    except MaskgateError as exc:
+        return [str(exc)]
+    problems = [f"classifier.model_dir: {path}: model file not found"
+                for path in model_files(bundle, metadata) if not path.is_file()]
+    if config.classifier.nose_threshold is not None and metadata.nose_check is None:
+        problems.append(f"classifier.nose_threshold: the model bundle {bundle} has no nose check")
+    return problems
+
+
+def _directory_problems(config: Config, env: Mapping[str, str]) -> list[str]:
+    """The state directory (a directory this user may write, or one that can be made: systemd makes the default
+    one) and the control socket's directory and group."""
+    problems = []
+    state = config.events.resolved_state_dir(env)
+    key = "events.state_dir" if config.events.state_dir else "$STATE_DIRECTORY" if "STATE_DIRECTORY" in env else ""
+    if key and (problem := _not_writable(state)):
+        problems.append(f"{key}: {state}: {problem}")
+    elif not key and state.exists() and (problem := _not_writable(state)):
+        problems.append(f"events.state_dir (default {state}): {problem}")
+    socket_path = config.control.resolved_socket_path(env)
+    if config.control.enabled and socket_path is not None:
+        key = "control.socket_path" if config.control.socket_path else "$RUNTIME_DIRECTORY"
+        if not socket_path.parent.is_dir():
+            problems.append(f"{key}: {socket_path.parent}: no such directory")
+        elif not os.access(socket_path.parent, os.W_OK | os.X_OK):
+            problems.append(f"{key}: {socket_path.parent}: not writable by this user")
+        if config.control.group is not None:
+            try:
+                grp.getgrnam(config.control.group)
+            except KeyError:
+                problems.append(f"control.group: no group {config.control.group!r} (systemd/install.sh creates "
+                                "maskgate-operators; or set control.group: null)")
+    return problems
+
+
+def _not_writable(directory: Path) -> str | None:
+    """Why the daemon could not keep its files in ``directory`` (made if missing), or None."""
+    if directory.exists():
+        if not directory.is_dir():
+            return "not a directory"
+        return None if os.access(directory, os.W_OK | os.X_OK) else "not writable by this user"
+    parent = next(p for p in directory.parents if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f"does not exist and cannot be made ({parent} is not writable by this user)"
+    return None
+
+
+def check(config: Config, env: Mapping[str, str]) -> None:
+    """Raise a ConfigError naming every problem ``preflight`` finds, in one line."""
+    if problems := preflight(config, env):
+        raise ConfigError("; ".join(problems))
 
 
 class App:
@@ -117,7 +175,7 @@ class App:
     def __init__(self, config: Config, *, core: InferenceCore | None = None, pin_factory=None,
                  open_source: Callable[[], object] | None = None, notifier: Notifier | None = None,
                  clock: Callable[[], float] = time.monotonic):
-        preflight(config)
+        check(config, os.environ)
         self._closed = False
         self.config, self.clock = config, clock
         self.bus = EventBus()

@@ -107,18 +107,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import tempfile
 
     from .app import run_daemon
-    from .config import load_config
+    from .config import changed, load_config
 
     config = load_config(Path(str(importlib.resources.files("maskgate.configs") / "demo.yaml")))
     serve = sys.stdout.isatty() if args.serve is None else args.serve
-    config.camera.replay_loop = serve
-    config.web.port = args.port if _port_is_free(config.web.host, args.port) else 0
-    if config.web.port != args.port:
+    port = args.port if _port_is_free(config.web.host, args.port) else 0
+    config = changed(config, camera={"replay_loop": serve}, web={"port": port})
+    if port != args.port:
         print(f"maskgate demo: port {args.port} is taken; serving on a free one instead", flush=True)
     banner = ("maskgate demo: the door daemon on a replayed scene (nobody, no mask, nobody, mask) with mock GPIO"
               + ("; Ctrl-C stops it" if serve else "; one pass (--serve keeps it running)"))
     with tempfile.TemporaryDirectory(prefix="maskgate-demo-") as scratch:
-        config.events.state_dir = args.state_dir or Path(scratch)
+        config = changed(config, events={"state_dir": args.state_dir or Path(scratch)})
         app = run_daemon(config, console=True, banner=banner)
         count = _count_events(config.events.state_dir)
     if args.state_dir:
@@ -151,11 +151,13 @@ def _port_is_free(host: str, port: int) -> bool:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .app import preflight
+    import os
+
+    from .app import check
     from .config import exposed_secrets, load_config
 
-    config = load_config(args.file)
-    preflight(config)
+    config = load_config(args.file, os.environ)
+    check(config, os.environ)
     for warning in exposed_secrets(config, args.file):
         print(f"maskgate: warning: {warning}", file=sys.stderr)
     print(f"{args.file}: OK")

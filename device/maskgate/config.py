@@ -7,12 +7,12 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Mapping, Union
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 from .errors import ConfigError
 from .net import is_loopback
@@ -20,7 +20,9 @@ from .vision.detector import FIRST_PASS_SIZE, INPUT_SIZE, MIN_SIDE
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A config section: unknown keys refused, and frozen once validated (``changed`` makes a new one)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def read_secret(path: Path, key: str) -> str:
@@ -32,16 +34,25 @@ def read_secret(path: Path, key: str) -> str:
         raise ValueError(f"{key}: {path}: cannot read ({reason})") from None
 
 
-def secret_from(data: object, key: str, *, env: str | None = None) -> object:
-    """A section's raw ``key`` taken from ``$env`` (wins) or from the first line of ``<key>_file``, so the
-    YAML itself need not hold the secret (a before-validator's helper)."""
+Env = Mapping[str, str]
+
+
+def environment(info: ValidationInfo) -> Env:
+    """The environment a validator sees: the one ``load_config`` was given (none when a section is built in code)."""
+    return (info.context or {}).get("env", {})
+
+
+def secret_from(data: object, key: str, *, env: str | None = None, environ: Env | None = None) -> object:
+    """A section's raw ``key`` taken from ``$env`` in ``environ`` (wins) or from the first line of ``<key>_file``,
+    so the YAML itself need not hold the secret (a before-validator's helper)."""
     if not isinstance(data, dict):
         return data
     file_key = f"{key}_file"
-    if data.get(key) is not None and data.get(file_key) is not None:
+    already_read = isinstance(data.get(key), SecretStr)  # a validated section validated again (``changed``)
+    if data.get(key) is not None and data.get(file_key) is not None and not already_read:
         raise ValueError(f"set {key} or {file_key}, not both")
-    if env and os.environ.get(env):
-        return {**data, key: os.environ[env]}
+    if env and environ and environ.get(env):
+        return {**data, key: environ[env]}
     if data.get(file_key) is not None:
         return {**data, key: read_secret(data[file_key], file_key)}
     return data
@@ -201,9 +212,12 @@ class ControlConfig(Section):
     max_override_seconds: float = Field(86400.0, ge=1, le=31 * 86400,
                                         description="longest `maskgate door unlock|lock --for` (default 24 h)")
 
-    def resolved_socket_path(self) -> Path | None:
-        runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    def resolved_socket_path(self, env: Env = os.environ) -> Path | None:
+        runtime = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
         return self.socket_path or (Path(runtime) / "control.sock" if runtime else None)
+
+
+DEFAULT_STATE_DIR = "/var/lib/maskgate"
 
 
 class EventsConfig(Section):
@@ -211,8 +225,8 @@ class EventsConfig(Section):
     snapshot_denied: bool = False
     snapshot_retention_days: float = Field(7.0, gt=0)
 
-    def resolved_state_dir(self) -> Path:
-        return self.state_dir or Path(os.environ.get("STATE_DIRECTORY", "/var/lib/maskgate").split(":")[0])
+    def resolved_state_dir(self, env: Env = os.environ) -> Path:
+        return self.state_dir or Path(env.get("STATE_DIRECTORY", DEFAULT_STATE_DIR).split(":")[0])
 
 
 class CollectConfig(Section):
@@ -243,8 +257,8 @@ class RemoteConfig(Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _token_from_file_or_environment(cls, data: object) -> object:
-        return secret_from(data, "token", env=REMOTE_TOKEN_ENV)
+    def _token_from_file_or_environment(cls, data: object, info: ValidationInfo) -> object:
+        return secret_from(data, "token", env=REMOTE_TOKEN_ENV, environ=environment(info))
 
 
 class DoorLink(Section):
@@ -277,8 +291,8 @@ class ApiConfig(Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _token_from_file_or_environment(cls, data: object) -> object:
-        return secret_from(data, "token", env=API_TOKEN_ENV)
+    def _token_from_file_or_environment(cls, data: object, info: ValidationInfo) -> object:
+        return secret_from(data, "token", env=API_TOKEN_ENV, environ=environment(info))
 
 
 class WebLimitsConfig(Section):
@@ -370,12 +384,12 @@ class MqttConfig(Section):
     remote_unlock_seconds: float = Field(5.0, gt=0, le=3600)
 
     @model_validator(mode="after")
-    def _remote_unlock_needs_auth_and_tls(self) -> "MqttConfig":
+    def _remote_unlock_needs_auth_and_tls(self, info: ValidationInfo) -> "MqttConfig":
         if self.password is not None and self.password_file is not None:
             raise ValueError("set password or password_file, not both")
         if (self.password is not None or self.password_file is not None) and not self.username:
             raise ValueError("a password needs a username")
-        has_password = self.password is not None or self.password_file is not None or MQTT_PASSWORD_ENV in os.environ
+        has_password = self.password is not None or self.password_file is not None or MQTT_PASSWORD_ENV in environment(info)
         if self.remote_unlock and not (self.username and has_password):
             raise ValueError("remote_unlock needs broker authentication: set username and password "
                              f"(or password_file, or ${MQTT_PASSWORD_ENV})")
@@ -392,10 +406,10 @@ class MqttConfig(Section):
     def resolved_port(self) -> int:
         return self.port or (8883 if self.tls else 1883)
 
-    def resolved_password(self) -> str | None:
+    def resolved_password(self, env: Env = os.environ) -> str | None:
         """$MASKGATE_MQTT_PASSWORD, else password_file's first line, else password (never logged)."""
-        if MQTT_PASSWORD_ENV in os.environ:
-            return os.environ[MQTT_PASSWORD_ENV]
+        if MQTT_PASSWORD_ENV in env:
+            return env[MQTT_PASSWORD_ENV]
         if self.password_file is not None:
             try:
                 return read_secret(self.password_file, "mqtt.password_file")
@@ -403,13 +417,18 @@ class MqttConfig(Section):
                 raise ConfigError(str(exc)) from None
         return self.password.get_secret_value() if self.password is not None else None
 
-    def check_files(self) -> None:
+    def file_problems(self, env: Env) -> list[str]:
         """What the daemon refuses at start beyond the schema: an unreadable password file, missing TLS files."""
-        self.resolved_password()
+        problems = []
+        try:
+            self.resolved_password(env)
+        except ConfigError as exc:
+            problems.append(str(exc))
         for key in ("ca_file", "certfile", "keyfile"):
             path = getattr(self.tls, key, None)
             if path is not None and not Path(path).is_file():
-                raise ConfigError(f"mqtt.tls.{key}: {path}: no such file")
+                problems.append(f"mqtt.tls.{key}: {path}: no such file")
+        return problems
 
 
 class Config(Section):
@@ -482,8 +501,24 @@ class _UniqueKeys(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML config; any problem is a ConfigError naming the file and key path."""
+def changed(config: Config, env: Env = os.environ, **sections: dict) -> Config:
+    """``config`` with keys of some sections changed (``changed(config, web={"port": 0})``), validated again as a
+    whole: a ConfigError names a key that is unknown or a value the schema refuses."""
+    unknown = sorted(set(sections) - set(Config.model_fields))
+    if unknown:
+        raise ConfigError(f"{', '.join(unknown)}: unknown section")
+    data = config.model_dump()
+    for name, keys in sections.items():
+        data[name] = {**data[name], **keys}
+    try:
+        return Config.model_validate(data, context={"env": env})
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_problem(error) for error in exc.errors())) from None
+
+
+def load_config(path: str | Path, env: Env = os.environ) -> Config:
+    """Read and validate a YAML config, secrets from ``env`` (the process's environment); any problem is a
+    ConfigError naming the file and key path."""
     path = Path(path)
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeys)  # noqa: S506 (a SafeLoader)
@@ -503,7 +538,7 @@ def load_config(path: str | Path) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(raw).__name__}")
     try:
-        return Config.model_validate(raw)
+        return Config.model_validate(raw, context={"env": env})
     except ValidationError as exc:
         raise ConfigError(f"{path}: " + "; ".join(_problem(error) for error in exc.errors())) from None
 
@@ -532,7 +567,7 @@ def _problem(error: dict) -> str:
     return f"{key}: {message}"
 
 
-def exposed_secrets(config: Config, path: Path) -> list[str]:
+def exposed_secrets(config: Config, path: Path, env: Env = os.environ) -> list[str]:
     """Warnings for files that hold this config's secrets and that every user on the machine may read."""
     web, mqtt = config.web, config.mqtt
     held = [  # (key, the secret or None, the file that holds it: its own *_file, else the config itself)
@@ -545,8 +580,8 @@ def exposed_secrets(config: Config, path: Path) -> list[str]:
         ("camera.url", urlsplit(config.camera.url or "").password, None, None),  # rtsp://user:password@…
     ]
     files: dict[Path, list[str]] = {}
-    for key, secret, file, env in held:
-        if secret and not (env and os.environ.get(env)):
+    for key, secret, file, variable in held:
+        if secret and not (variable and env.get(variable)):
             files.setdefault(Path(file or path), []).append(key)
     warnings = []
     for file, keys in files.items():

@@ -22,12 +22,12 @@ def current_user() -> str:
 
 
 def _config(args: argparse.Namespace):
-    from .config import Config, load_config
+    from .config import Config, changed, load_config
 
     path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     config = load_config(path) if path else Config()  # the daemon's retention, not a default, applies
     if args.state_dir:
-        config.events.state_dir = args.state_dir
+        config = changed(config, events={"state_dir": args.state_dir})
     return config
 
 

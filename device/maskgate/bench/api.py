@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 
-from ..config import WebConfig
+from ..config import changed
 from ..sources.scenes import door_scene
 from .loop import bench_config, once_web_listens, print_comparison, soak
 
@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         cv2.imwrite(str(image), door_scene(masked=False))
         for count in (0, args.api_load):
             processes: list[subprocess.Popen] = []
-            config = bench_config(Path(folder) / f"state{count}", camera_fps=args.camera_fps)
-            config.web = WebConfig(port=0, api={"enabled": True, "token": TOKEN, "rate_per_minute": 100_000,
-                                                "workers": args.workers, "queue": args.queue})
+            config = changed(bench_config(Path(folder) / f"state{count}", camera_fps=args.camera_fps),
+                             web={"port": 0, "api": {"enabled": True, "token": TOKEN, "rate_per_minute": 100_000,
+                                                     "workers": args.workers, "queue": args.queue}})
             result = soak(config, seconds=args.seconds, paced=args.camera_fps is not None, setup=api_clients(count, args.seconds, image, processes))
             answers = [json.loads(p.communicate(timeout=60)[0] or "{}") for p in processes]
             statuses = {int(k): v for counts in answers for k, v in counts.items()}

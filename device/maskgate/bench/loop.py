@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..app import App
-from ..config import Config
+from ..config import Config, changed
 from ..messages import FrameProcessed
 from ..sources import make_source
 from .latency import peak_rss_mb, stage_line
@@ -94,8 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as state:
-        config = bench_config(Path(state))
-        config.classifier.model_dir = args.model
+        config = changed(bench_config(Path(state)), classifier={"model_dir": args.model})
         report = soak(config, seconds=args.seconds)
     print(json.dumps(report) if args.json else format_report(report, seconds=args.seconds))
 

@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..config import changed
 from .loop import bench_config, once_web_listens, print_comparison, soak
 
 
@@ -58,8 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     for count in (0, args.viewers):
         processes: list[subprocess.Popen] = []
         with tempfile.TemporaryDirectory() as state:
-            config = bench_config(Path(state), camera_fps=args.camera_fps)
-            config.web.port, config.web.preview_fps = 0, args.preview_fps
+            config = changed(bench_config(Path(state), camera_fps=args.camera_fps),
+                             web={"port": 0, "preview_fps": args.preview_fps})
             result = soak(config, seconds=args.seconds, paced=args.camera_fps is not None, setup=viewers(count, args.seconds, processes))
         received = [int(p.communicate(timeout=30)[0] or 0) for p in processes]
         report[f"{count}_viewers"] = {"loop_fps": result["loop_fps"], "messages_per_viewer": received,

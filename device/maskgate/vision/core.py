@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
@@ -51,10 +52,10 @@ def face_json(result: FaceResult) -> dict:
     }
 
 
-def classifier_bundle(config: "Config") -> Path:
-    """The door's model: classifier.model_dir, else the bundle ``maskgate model activate`` made active, else
-    the shipped one."""
-    return (config.classifier.model_dir or installed_bundle(config.events.resolved_state_dir())
+def classifier_bundle(config: "Config", env: Mapping[str, str] = os.environ) -> Path:
+    """The door's model: classifier.model_dir, else the bundle ``maskgate model activate`` made active (in the
+    state directory ``env`` leads to), else the shipped one."""
+    return (config.classifier.model_dir or installed_bundle(config.events.resolved_state_dir(env))
             or default_bundle_dir())
 
 
