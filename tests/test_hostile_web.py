@@ -27,7 +27,7 @@ from websockets.sync.client import connect
 
 from maskgate.config import changed, load_config
 from maskgate.errors import ConfigError
-from maskgate.services.web.limits import Throttle, client_key
+from maskgate.services.web.limits import Hosts, Throttle, client_key
 from test_kiosk_browser import browser, chromium  # noqa: F401 (the fixture)
 from web_rig import TOKEN, SceneCamera, running, wait_for, web_config
 
@@ -420,3 +420,10 @@ def test_bad_web_limits_are_refused_in_one_line(tmp_path, web, message):
     path.write_text(f"web: {{{web}}}\n")
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(path)
+
+
+def test_the_bound_address_is_a_host_name_but_a_wildcard_bind_names_none():
+    assert Hosts([], "192.0.2.5").allows("192.0.2.5") and not Hosts([], "192.0.2.5").allows("192.0.2.6")
+    for wildcard in ("0.0.0.0", "::"):
+        assert not Hosts([], wildcard).allows(wildcard), "a client must name a host the door was told about"
+    assert Hosts(["door1.local"], "::").allows("door1.local") and Hosts([], "::").allows("localhost")

@@ -264,13 +264,20 @@ def split_host(value: str) -> tuple[str, int | None]:
     return name.rstrip("."), int(port) if port.isdigit() else None
 
 
+def _is_wildcard(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_unspecified
+    except ValueError:
+        return False
+
+
 class Hosts:
     """Which ``Host`` names this server answers to (loopback names, the address it binds, ``allowed``),
     and whether an ``Origin`` is this same server."""
 
     def __init__(self, allowed: list[str], bind_host: str):
         self.names = {split_host(h)[0] for h in allowed}
-        if bind_host not in ("0.0.0.0", "::", ""):
+        if bind_host and not _is_wildcard(bind_host):  # a wildcard bind names no host
             self.names.add(split_host(bind_host)[0])
 
     def allows(self, name: str) -> bool:
