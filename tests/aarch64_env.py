@@ -131,7 +131,10 @@ def install_for_pi(repo: Path, target: Path) -> dict[str, str]:
     if done.returncode:
         raise AssertionError(f"building the maskgate wheel failed: {done.stderr[-500:]}")
     (project_wheel,) = build.glob("maskgate-*.whl")
-    # [pi], as install.sh installs it: simplejpeg for picamera2, built for the venv's numpy.
+    # [pi], as install.sh installs it: simplejpeg for picamera2, built for the venv's numpy. A maskgate wheel
+    # cached by an earlier run has the same name but maybe other dependencies: pip would resolve from it.
+    for stale in wheels.glob("maskgate-*.whl"):
+        stale.unlink()
     download_for_pi([f"{project_wheel}[pi]"], wheels)
     done = pip_for_pi("install", "--target", str(target), "--no-index", "--find-links", str(wheels),
                       "--upgrade", f"{project_wheel}[pi]")
