@@ -35,6 +35,7 @@ from .limits import client_key
 log = logging.getLogger(__name__)
 
 PATH = "/api/v1/classify"
+OPENAPI_PATH = "/api/v1/openapi.json"  # the API's description; the API token opens it from afar too
 ANSWER_TIMEOUT = 60.0  # seconds a request may wait for its worker before 503
 MAX_CLIENTS = 10_000  # rate-limit buckets kept before the full (idle) ones are dropped
 
