@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from ...access.reasons import Reason
 from ...errors import FrameError
 from ...net import bearer_matches
-from ...vision.frames import ImageTooLarge
+from ...images import ImageTooLarge
 from .limits import client_key
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class ClassifyWorkers:
     def _serve(self) -> None:
         from ...access.verdict import classify_record, decision_rule
         from ...vision.core import InferenceCore
-        from ...vision.frames import decode_image
+        from ...images import decode_image
 
         _lower_priority()
         try:
