@@ -34,10 +34,10 @@ class Guard:
     """Local clients always; others only with the remote token (compared in constant time), each guess
     counted by ``throttle``."""
 
-    def __init__(self, token: str | None, *, throttle: Throttle | None = None):
+    def __init__(self, token: str | None):
         self._token = token.encode() if token else None
         self.session = hmac.new(self._token, b"maskgate-session", hashlib.sha256).hexdigest() if token else None
-        self.throttle = throttle or Throttle()
+        self.throttle = Throttle()
 
     def refusal(self, conn: HTTPConnection) -> Response | None:
         """None when ``conn`` may in; else its answer: 429 while its client is locked out, else 401."""
