@@ -134,6 +134,10 @@ def test_the_report_shows_each_section_with_its_figures():
     assert "Wall time: prepare 12 s, train 60 s, leave-one-source-out 100 s, export 20 s." in report
     assert "40 with_mask (nose bridge to chin)" in report and "Distilled" not in report
 
+    no_bare = summary_of(unseen, test, threshold=0.9, loso=loso)  # metadata.json writes NaN as null
+    no_bare = replace(no_bare, metrics=replace(no_bare.metrics, held_out_pooled=pooled | {"false_grant_rate": None}))
+    assert "| faces without a correct mask granted | – | ≤ 0.5 % | **missed** |" in render_report(bundle, no_bare)
+
     checked = BundleMetadata.model_validate(bundle.model_dump() | {"nose_check": {"input_size": 96, "threshold": 0.6, "quantisation": "int8"}})
     nose = np.where(unseen.labels == 0, 0.9, 0.1)
     summary = summary_of(unseen, test, threshold=0.9, loso=loso)

@@ -114,16 +114,15 @@ def _nose_check(metrics: ExportMetrics, rule: str) -> list[str]:
 
 
 def _targets(pooled: Metrics) -> list[str]:
-    """The pooled held-out figures against the targets."""
-    targets = [("masked faces granted", pooled["masked_granted_rate"], "≥ 95 %", pooled["masked_granted_rate"] >= 0.95),
-               ("faces without a correct mask granted", pooled["false_grant_rate"], "≤ 0.5 %",
-                pooled["false_grant_rate"] <= 0.005),
-               ("incorrect_mask recall", pooled["per_class"]["incorrect_mask"]["recall"], "≥ 85 %",
-                pooled["per_class"]["incorrect_mask"]["recall"] >= 0.85),
+    """The pooled held-out figures against the targets (a figure with no faces to measure misses)."""
+    targets = [("masked faces granted", pooled["masked_granted_rate"], "≥ 95 %", lambda v: v >= 0.95),
+               ("faces without a correct mask granted", pooled["false_grant_rate"], "≤ 0.5 %", lambda v: v <= 0.005),
+               ("incorrect_mask recall", pooled["per_class"]["incorrect_mask"]["recall"], "≥ 85 %", lambda v: v >= 0.85),
                ("correctly masked vs not, balanced", pooled["masked_vs_not_balanced_accuracy"], "≥ 98 %",
-                pooled["masked_vs_not_balanced_accuracy"] >= 0.98)]
+                lambda v: v >= 0.98)]
     lines = ["", "Targets on the pooled held-out sources:", "", "| figure | measured | target | |", "|---|---|---|---|"]
-    return lines + [f"| {name} | {pct(v)} | {goal} | {'met' if ok else '**missed**'} |" for name, v, goal, ok in targets]
+    return lines + [f"| {name} | {pct(v)} | {goal} | {'met' if v is not None and met(v) else '**missed**'} |"
+                    for name, v, goal, met in targets]
 
 
 def _threshold(bundle: BundleMetadata, metrics: ExportMetrics, rule: str) -> list[str]:
