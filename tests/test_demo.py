@@ -60,6 +60,7 @@ def test_demo_once_ends_without_pointing_at_a_removed_folder(capsys):
     assert main(["demo", "--once", "--port", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("kiosk page: http://127.0.0.1:")
+    assert any(" relay OPEN " in line for line in lines) and any(" relay locked " in line for line in lines)
     assert lines[-1].startswith("door locked;") and "not kept" in lines[-1] and "/" not in lines[-1]
 
 

@@ -27,7 +27,7 @@ def maker():
 @pytest.fixture(scope="module")
 def bare_faces(detector, astronaut) -> list[tuple[np.ndarray, np.ndarray]]:
     """Real bare faces as the recipe sees them: detector crop + five landmarks in crop pixels."""
-    from maskgate.vision.frames import read_image
+    from maskgate.images import read_image
     from maskgate.vision.crop import crop_points
 
     photos = [astronaut] + [read_image(p) for p in sorted(BARE.glob("*.jpg"))[::150][:12]]

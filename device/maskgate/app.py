@@ -3,9 +3,10 @@
     FrameLoop thread:   source → core → decider → controller.vision ─► door (relay, LEDs, buzzer)
                                                  └─► bus: FrameProcessed, CameraChanged
     DoorController:     the only code that switches the relay; publishes DoorChanged
-    bus subscribers:    event log (Recorder), systemd status, and the services below
-    services:           built by build_services; each subscribes to the bus and/or sends requests to the
-                        controller (door inputs, control socket, web, MQTT), none touches the loop
+    core subscribers:   event log (Recorder) and systemd status, which the services below rely on
+    services:           everything else, built only by build_services; each subscribes to the bus and/or
+                        sends requests to the controller (console, door inputs, control socket, MQTT, web,
+                        collection, shadow model), none touches the loop
     supervisor:         the main thread; feeds systemd's watchdog only while every worker is alive
 """
 
@@ -56,10 +57,15 @@ class Service(Protocol):
 
 def build_services(config: Config, *, bus: EventBus, controller: DoorController, clock: Callable[[], float],
                    pin_factory, events: EventLog, recorder: Recorder, rule: Rule,
-                   classifier: MaskClassifier) -> list[Service]:
-    """The services ``config`` turns on, in start order, each given only what it uses. A section that is off
-    costs nothing: its module (and heavy dependencies such as paho or FastAPI) is imported only when on."""
+                   classifier: MaskClassifier, console: bool = False) -> list[Service]:
+    """The services ``config`` turns on (and ``console``: a line per change of state, for people watching),
+    in start order, each given only what it uses. A section that is off costs nothing: its module (and heavy
+    dependencies such as paho or FastAPI) is imported only when on."""
     services: list[Service] = []
+    if console:
+        from .services.console import ConsoleReporter
+
+        services.append(ConsoleReporter(bus, clock=clock))
     input_levels: Callable[[], dict] = dict
     if config.inputs.pins():
         from .hardware.inputs import DoorInputs
@@ -174,7 +180,7 @@ class App:
 
     def __init__(self, config: Config, *, core: InferenceCore | None = None, pin_factory=None,
                  open_source: Callable[[], object] | None = None, notifier: Notifier | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, console: bool = False):
         check(config, os.environ)
         self._closed = False
         self.config, self.clock = config, clock
@@ -204,7 +210,8 @@ class App:
         try:
             self.services = build_services(config, bus=self.bus, controller=self.controller, clock=clock,
                                            pin_factory=self.pin_factory, events=self.events, recorder=self.recorder,
-                                           rule=self.decider.rule, classifier=self.core.classifier)
+                                           rule=self.decider.rule, classifier=self.core.classifier,
+                                           console=console)
         except BaseException:
             self.close()
             raise
@@ -297,11 +304,7 @@ def run_daemon(config: Config, *, console: bool = False, banner: str = "") -> Ap
     """``maskgate run``/``demo``: the App with signal handling; prints its pages' addresses once they listen,
     then ``banner``, then (``console``: for people watching) every change of state. Returns the stopped App."""
     logging.basicConfig(level=config.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    app = App(config)
-    if console:
-        from .services.console import ConsoleReporter
-
-        ConsoleReporter(app.bus)
+    app = App(config, console=console)
 
     def ready() -> None:
         for service in app.services:

@@ -36,7 +36,7 @@ def _config(args: argparse.Namespace):
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from .access.verdict import classify_record, decision_rule
-    from .vision.frames import IMAGE_SUFFIXES, list_images, read_image
+    from .images import IMAGE_SUFFIXES, list_images, read_image
 
     images, failed = [], False
     for given in args.images:

@@ -32,7 +32,7 @@ import numpy as np
 
 from maskgate.sources.scenes import door_scene
 from maskgate.vision.detector import FIRST_PASS_SIZE, FULL_PASS_EVERY, FaceDetector, iou
-from maskgate.vision.frames import IMAGE_SUFFIXES, read_image
+from maskgate.images import IMAGE_SUFFIXES, read_image
 from maskgate.vision.litert import load_interpreter
 
 from .errors import DataError

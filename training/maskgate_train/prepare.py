@@ -28,7 +28,7 @@ from maskgate.vision.classifier import LABELS
 from maskgate.vision.crop import crop_face, crop_points
 from maskgate.vision.detector import Face, FaceDetector, iou
 from maskgate.errors import FrameError
-from maskgate.vision.frames import IMAGE_SUFFIXES, read_image
+from maskgate.images import IMAGE_SUFFIXES, read_image
 
 from .errors import DataError
 

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import time
 
+from ..bus import EventBus
 from ..messages import DoorChanged, FrameProcessed
 
 
 class ConsoleReporter:
     """One line per change of (vision state, relay), with the faces seen."""
 
-    def __init__(self, bus, *, clock=time.monotonic):
-        self.clock, self.start = clock, clock()
+    name = "console"
+
+    def __init__(self, bus: EventBus, *, clock=time.monotonic):
+        self.clock, self.began = clock, clock()
         self._unlocked = False
         self._shown: tuple | None = None
-        bus.subscribe((FrameProcessed, DoorChanged), self._on_message, name="console")
+        self.subscription = bus.subscribe((FrameProcessed, DoorChanged), self._on_message, name="console")
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.subscription.close(timeout=5.0)
+
+    def healthy(self) -> bool:
+        return self.subscription.alive
 
     def _on_message(self, message) -> None:
         if isinstance(message, DoorChanged):
@@ -26,7 +38,7 @@ class ConsoleReporter:
             return
         self._shown = key
         labels = ", ".join(_describe(fr.prediction) for fr in result.faces) or "-"
-        print(f"{self.clock() - self.start:6.1f}s  {decision.state:<9} relay {'OPEN  ' if self._unlocked else 'locked'}"
+        print(f"{self.clock() - self.began:6.1f}s  {decision.state:<9} relay {'OPEN  ' if self._unlocked else 'locked'}"
               f"  {decision.reason.text:<45} faces: {labels}", flush=True)
 
 

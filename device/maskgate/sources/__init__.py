@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config import CameraConfig
 from ..errors import MaskgateError
-from ..vision.frames import list_images, read_image
+from ..images import list_images, read_image
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from .bundles import installed_bundle
 from .classifier import MaskClassifier, Prediction, default_bundle_dir
 from .crop import crop_face, crop_points
 from .detector import Face, FaceDetector
-from .frames import as_bgr
+from ..images import as_bgr
 
 if TYPE_CHECKING:
     from ..config import Config

@@ -7,7 +7,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from .frames import as_bgr
+from ..images import as_bgr
 
 Normalisation = Literal["raw", "zero_to_one", "minus_one_to_one"]
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from ..errors import ModelError
-from .frames import as_bgr
+from ..images import as_bgr
 
 MODEL_FILE = "face_detection_yunet_2026may.onnx"
 INPUT_SIZE = 320  # the frame's longer side is scaled to this (see docs/detectors.md)

@@ -3,7 +3,8 @@
 FastAPI on uvicorn, in a thread of its own beside the frame loop: FastAPI because it is built on the
 pydantic the config already uses and publishes OpenAPI (``/api/v1/openapi.json``) for the classify
 API; uvicorn because it runs an ASGI app in-process with WebSockets. The server is one more bus
-subscriber (``live.LiveFeed``) and never calls into the frame loop; the classify API (``classify.py``,
+subscriber (``live.LiveFeed``) and never calls into the frame loop; ``server.py`` composes the app from
+one router per concern, all behind ``guard.py``; the classify API (``classify.py``,
 ``web.api``) runs inference on worker threads with models of their own. ``limits.py`` bounds what any one
 client may take: connections, time, body bytes, hosts, origins and token guesses.
 """

@@ -29,12 +29,13 @@ from pydantic import BaseModel
 from ...access.reasons import Reason
 from ...errors import FrameError
 from ...net import bearer_matches
-from ...vision.frames import ImageTooLarge
+from ...images import ImageTooLarge
 from .limits import client_key
 
 log = logging.getLogger(__name__)
 
 PATH = "/api/v1/classify"
+OPENAPI_PATH = "/api/v1/openapi.json"  # the API's description; the API token opens it from afar too
 ANSWER_TIMEOUT = 60.0  # seconds a request may wait for its worker before 503
 MAX_CLIENTS = 10_000  # rate-limit buckets kept before the full (idle) ones are dropped
 
@@ -111,7 +112,7 @@ class ClassifyWorkers:
     def _serve(self) -> None:
         from ...access.verdict import classify_record, decision_rule
         from ...vision.core import InferenceCore
-        from ...vision.frames import decode_image
+        from ...images import decode_image
 
         _lower_priority()
         try:

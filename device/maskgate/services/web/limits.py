@@ -139,13 +139,7 @@ def bounded_h11(*, connections: int, per_client: int, header_seconds: float, tru
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             host = self.client[0] if self.client else ""
-            local = is_local_client(host)
-            too_many = len(self.connections) > connections + (LOCAL_RESERVE if local else 0)
-            if not too_many and not local and not trusted.contains(host):
-                key = client_key(host)
-                too_many = sum(1 for c in self.connections
-                               if getattr(c, "client", None) and client_key(c.client[0]) == key) > per_client
-            if too_many:
+            if _over_cap(self.connections, host, connections=connections, per_client=per_client, trusted=trusted):
                 too_many_logged("web: too many connections (from %s): new ones are closed at once", host)
                 transport.abort()
                 return
@@ -197,6 +191,20 @@ def bounded_h11(*, connections: int, per_client: int, header_seconds: float, tru
                 self.transport.close()
 
     return BoundedH11
+
+
+def _over_cap(open_connections: set, host: str, *, connections: int, per_client: int, trusted: "Networks") -> bool:
+    """Whether the connection just made from ``host`` (one of ``open_connections``) is one too many: past
+    ``connections`` in total (this machine has ``LOCAL_RESERVE`` more), or past ``per_client`` from its
+    address (this machine and trusted proxies: no such cap)."""
+    local = is_local_client(host)
+    if len(open_connections) > connections + (LOCAL_RESERVE if local else 0):
+        return True
+    if local or trusted.contains(host):
+        return False
+    key = client_key(host)
+    return sum(1 for c in open_connections
+               if getattr(c, "client", None) and client_key(c.client[0]) == key) > per_client
 
 
 class _Lingering:

@@ -10,45 +10,47 @@ from __future__ import annotations
 
 import json
 
-from fastapi import FastAPI, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from ...errors import MaskgateError
 from ...records.faces import LABELS, FaceStore
+from .pages import NO_STORE, page
 
 MAX_BODY = 256
-NO_STORE = {"Cache-Control": "no-store"}
 
 
-def add_model_route(app: FastAPI, state_dir) -> None:
+def model_routes(state_dir) -> APIRouter:
     from ..shadow import RESULT, read_json
     from ...vision.bundles import Models
 
     models = Models(state_dir)
+    router = APIRouter()
 
-    @app.get("/api/v1/model")
+    @router.get("/api/v1/model")
     def model():
         """The installed bundles (active, staged, previous; active null: the shipped one) and the last shadow
         run's counts: frames judged twice, verdicts by reason code (active → staged), decisions per side."""
         return JSONResponse({**models.status(), "shadow": read_json(models.root / RESULT)}, headers=NO_STORE)
 
+    return router
 
-def add_routes(app: FastAPI, faces: FaceStore | None, page) -> None:
-    if faces is None:
-        return
 
-    @app.get("/review", include_in_schema=False)
+def review_routes(faces: FaceStore) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/review", include_in_schema=False)
     def review():
         return page("review.html")
 
-    @app.get("/api/v1/collect/faces")
+    @router.get("/api/v1/collect/faces")
     def collected(unlabelled: bool = True, limit: int = Query(60, ge=1, le=500)):
         """Collected faces, oldest first, with the model's answer; and how many there are per label."""
         found = faces.list(unlabelled=unlabelled, limit=limit)
         return JSONResponse({"faces": [{k: v for k, v in f.as_dict().items() if k != "keypoints"} for f in found],
                              "counts": faces.counts(), "labels": list(LABELS)}, headers=NO_STORE)
 
-    @app.get("/api/v1/collect/faces/{face_id}/crop.jpg", responses={200: {"content": {"image/jpeg": {}}}})
+    @router.get("/api/v1/collect/faces/{face_id}/crop.jpg", responses={200: {"content": {"image/jpeg": {}}}})
     def crop(face_id: int):
         """One collected face crop."""
         try:
@@ -57,7 +59,7 @@ def add_routes(app: FastAPI, faces: FaceStore | None, page) -> None:
             return JSONResponse({"detail": str(exc)}, status_code=404)
         return FileResponse(faces.crops / face.file, media_type="image/jpeg", headers=NO_STORE)
 
-    @app.post("/api/v1/collect/faces/{face_id}/label")
+    @router.post("/api/v1/collect/faces/{face_id}/label")
     async def label(face_id: int, request: Request):
         """Label one face: body ``{"label": "masked" | "no_mask" | "worn_wrongly" | "not_a_face" | "skip"}``."""
         body = b""
@@ -78,3 +80,5 @@ def add_routes(app: FastAPI, faces: FaceStore | None, page) -> None:
         except MaskgateError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=404)
         return JSONResponse({"id": face.id, "label": face.label, "counts": faces.counts()}, headers=NO_STORE)
+
+    return router

@@ -1,4 +1,4 @@
-"""Frame checks and conversions shared by every stage: everything downstream sees BGR uint8."""
+"""Image checks, conversions and files shared by sources, vision and training: everything downstream sees BGR uint8."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import FrameError
+from .errors import FrameError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
