@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from maskgate.vision.classifier import LABELS, MaskClassifier
+from maskgate.vision.classifier import LABELS, BundleMetadata, MaskClassifier
 from maskgate.sources.scenes import door_scene
 from maskgate_train.cli import main as train_cli
 from maskgate_train.dataset import add_synthetic, load_prepared
@@ -24,6 +24,8 @@ from maskgate_train.door import jittered
 from maskgate_train.evaluate import (choose_threshold, choose_with_nose, door_rule, door_verdicts, held_out_threshold,
                                      tradeoff)
 from maskgate_train.prepare import dhash, read_voc, split_of
+from maskgate_train.report import render_report
+from maskgate_train.records import EvaluateSummary, ExportSummary
 from maskgate_train.recipe import run_evaluate, run_export, run_holdout, run_prepare, run_train, run_train_nose
 from maskgate_train.train import Hyperparameters, distillation_targets, find_imagenet_weights, smoothed_one_hot, train
 
@@ -90,8 +92,8 @@ def prepared(tiny_data, tmp_path_factory) -> tuple[Path, dict]:
 def test_prepare_train_evaluate_holdout_export_and_load_on_the_device(prepared, tmp_path):
     work, summary = prepared
     bundle = tmp_path / "bundle"
-    assert summary["duplicates_dropped"] >= 1
-    assert summary["methods"]["tiny/with_mask"].get("detector", 0) >= 30, "the device's detector made the crops"
+    assert summary.duplicates_dropped >= 1
+    assert summary.methods["tiny/with_mask"].get("detector", 0) >= 30, "the device's detector made the crops"
     splits = load_prepared(work)
     assert all(len(splits[s].labels) for s in ("train", "val", "test"))
     assert splits["train"].images.shape[1:] == (96, 96, 3)
@@ -100,38 +102,42 @@ def test_prepare_train_evaluate_holdout_export_and_load_on_the_device(prepared, 
 
     hp = Hyperparameters(head_epochs=1, fine_tune_epochs=1, batch_size=16, teachers=1)
     trained = run_train(work, bundle, hp=hp, weights=None, templates=TEMPLATES, progress=False)
-    assert trained["synthetic_incorrect_mask"] > 0 and (bundle / "curves.png").is_file()
-    assert trained["teacher_seeds"] == [hp.seed + 1] and (work / f"teacher-{hp.seed + 1}" / "curves.png").is_file()
+    assert trained.synthetic_incorrect_mask > 0 and (bundle / "curves.png").is_file()
+    assert trained.teacher_seeds == [hp.seed + 1] and (work / f"teacher-{hp.seed + 1}" / "curves.png").is_file()
     assert not list(bundle.glob("teacher*")), "teachers stay in the work dir, out of the bundle"
     nose = run_train_nose(work, hp=hp, weights=None, templates=TEMPLATES, progress=False)
-    assert nose["nose_real_patches"] > 0 and nose["nose_synthetic_patches"] > 0
+    assert nose.nose_real_patches > 0 and nose.nose_synthetic_patches > 0
     unseen = run_holdout(work, source="scenes", hp=hp, weights=None, templates=TEMPLATES, progress=False)
-    assert unseen["teacher_seeds"] == [], "leave-one-source-out runs train once per source"
+    assert unseen.teacher_seeds == [], "leave-one-source-out runs train once per source"
     n_scenes = sum(r["source"] == "scenes" for s in ("train", "val", "test") for r in splits[s].rows)
     assert n_scenes >= 10, "12 scene faces, less any near duplicates"
-    assert unseen["crops"] == n_scenes and sum(c["support"] for c in unseen["float"]["per_class"].values()) == n_scenes
+    assert unseen.crops == n_scenes and sum(c["support"] for c in unseen.metrics["per_class"].values()) == n_scenes
     evaluated = run_evaluate(work, bundle)
-    assert 0.5 <= evaluated["threshold"] < 1
+    assert 0.5 <= evaluated.threshold < 1
     # The nose check ships only when it lets in more masked faces at the same false grants.
-    ships_nose = evaluated["nose_threshold"] is not None
-    assert ships_nose == (evaluated["held_out_pooled"]["masked_granted_rate"]
-                          > evaluated["held_out_pooled_face_only"]["masked_granted_rate"])
-    assert evaluated["threshold_basis"] == "bare faces granted ≤ 1% on the measure-only sources: unlicensed"
-    assert set(evaluated["held_out"]) == {"scenes", "unlicensed"}
+    ships_nose = evaluated.nose_threshold is not None
+    assert ships_nose == (evaluated.held_out_pooled["masked_granted_rate"]
+                          > evaluated.held_out_pooled_face_only["masked_granted_rate"])
+    assert evaluated.threshold_basis == "bare faces granted ≤ 1% on the measure-only sources: unlicensed"
+    assert set(evaluated.held_out) == {"scenes", "unlicensed"}
     assert (bundle / "tradeoff.png").is_file()
-    metadata = run_export(work, bundle)
+    exported = run_export(work, bundle)
     # One epoch from scratch is nearly uniform, so compare probabilities rather than argmax labels.
-    assert metadata["metrics"]["parity"]["max_abs_prob_difference"] < 0.05
-    assert metadata["metrics"]["leave_one_source_out"]["scenes"]["crops"] == n_scenes
+    assert exported.metrics.parity["max_abs_prob_difference"] < 0.05
+    assert exported.metrics.leave_one_source_out["scenes"].crops == n_scenes
     for name in ("classifier.tflite", "metadata.json", "report.md", "report.json", "confusion.png", "reference.npz"):
         assert (bundle / name).is_file(), name
     report = (bundle / "report.md").read_text()
+    written = json.loads((bundle / "metadata.json").read_text())
+    assert render_report(BundleMetadata.model_validate(written), ExportSummary.from_json(written)) == report, \
+        "metadata.json holds everything report.md says"
+    assert EvaluateSummary.load(work / "evaluate.json").threshold == evaluated.threshold
     assert "| scenes | trained without it |" in report and "| unlicensed | shipped recipe |" in report
     assert f"mean prediction of 1 teacher (weight 0.5; the same recipe, seeds {hp.seed + 1};" in report
-    verdicts = metadata["metrics"]["held_out_int8_door_verdicts"]
+    verdicts = exported.metrics.held_out_int8_door_verdicts
     assert sum(sum(told.values()) for told in verdicts["all"].values()) == len(splits["heldout"].labels)
     assert "What the door tells each face" in report
-    over_time = metadata["metrics"]["held_out_int8_door_over_time"]
+    over_time = exported.metrics.held_out_int8_door_over_time
     near = sum(float(r["face_px"]) >= 80 for r in splits["heldout"].rows)
     assert near and over_time["outcomes"]["still"]["all"]["faces"] == near
     assert "### The door over time" in report and "| frames to decide | grant margin |" in report
@@ -140,14 +146,14 @@ def test_prepare_train_evaluate_holdout_export_and_load_on_the_device(prepared, 
 
     classifier = MaskClassifier(bundle)
     assert classifier.metadata.quantisation == "int8" and classifier.input_size == 96
-    assert classifier.threshold == evaluated["threshold"]
-    assert classifier.nose_threshold == evaluated["nose_threshold"]
+    assert classifier.threshold == evaluated.threshold
+    assert classifier.nose_threshold == evaluated.nose_threshold
     (prediction,) = classifier.classify([splits["test"].images[0]])
     assert sum(prediction.probs.values()) == pytest.approx(1.0, abs=1e-6)
 
     stale = json.loads((work / "nose.json").read_text()) | {"dataset_manifest_sha256": "another manifest"}
     (work / "nose.json").write_text(json.dumps(stale))
-    assert run_evaluate(work, tmp_path / "again")["nose_threshold"] is None, "a stale nose check is not used"
+    assert run_evaluate(work, tmp_path / "again").nose_threshold is None, "a stale nose check is not used"
 
 
 def test_door_verdicts_are_what_the_device_rule_says_per_true_label():

@@ -178,32 +178,32 @@ def run(args: argparse.Namespace) -> dict | int | str:
         if not (args.templates / "masks" / "masks.cfg").is_file():
             raise DataError(f"{args.templates}: mask templates not found (masks/masks.cfg)")
     if args.step == "holdout":
-        return run_holdout(args.work_dir, source=args.source, hp=hp, weights=weights, templates=args.templates)["float"]
+        return run_holdout(args.work_dir, source=args.source, hp=hp, weights=weights, templates=args.templates).metrics
     result = {}
     site_data = getattr(args, "site_data", None)
     if site_data is not None and args.bundle.resolve() == default_bundle_dir().resolve():
         raise DataError("a site's bundle goes beside the shipped one: give --bundle DIR")
     if args.step in ("prepare", "all"):
         result["prepare"] = run_prepare(args.data, args.work_dir, sources=args.sources, input_size=args.input_size,
-                                        margin=args.margin, heldout_sources=args.heldout_sources)
+                                        margin=args.margin, heldout_sources=args.heldout_sources).to_json()
     if site_data is not None:
         from .site import add_site_data
 
         result["site"] = add_site_data(args.work_dir, site_data, weight=args.site_weight, holdout=args.site_holdout)
     if args.step in ("train", "all"):
         result["train"] = run_train(args.work_dir, args.bundle, hp=hp, weights=weights, templates=args.templates,
-                                    exclude_sources=excluded)
+                                    exclude_sources=excluded).to_json()
     if args.step in ("train-nose", "all"):
         result["train-nose"] = run_train_nose(args.work_dir, hp=hp, weights=nose_weights, templates=args.templates,
-                                              exclude_sources=excluded)
+                                              exclude_sources=excluded).to_json()
     if args.step == "all":
         for source in args.sources if args.holdout is None else args.holdout:
             result[f"holdout-{source}"] = run_holdout(args.work_dir, source=source, hp=hp, weights=weights,
-                                                      templates=args.templates)["seconds"]
+                                                      templates=args.templates).seconds
     if args.step in ("evaluate", "all"):
-        result["evaluate"] = {"threshold": run_evaluate(args.work_dir, args.bundle, exclude_sources=excluded)["threshold"]}
+        result["evaluate"] = {"threshold": run_evaluate(args.work_dir, args.bundle, exclude_sources=excluded).threshold}
     if args.step in ("export", "all"):
-        result["export"] = run_export(args.work_dir, args.bundle, exclude_sources=excluded)["metrics"]["parity"]
+        result["export"] = run_export(args.work_dir, args.bundle, exclude_sources=excluded).metrics.parity
     if site_data is not None:
         from .site import check_site_bundle
 
