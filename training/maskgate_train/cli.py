@@ -124,6 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     side.add_argument("--frames", type=int, default=120, choices=range(6, 10001), metavar="N",
                       help="frames per round, in blocks of 6 (default 120)")
 
+    streams = steps.add_parser("door-streams", help="the door's decisions over 3 s camera streams of measure-only "
+                               "scene photos, per detector first pass (docs/detectors.md)")
+    streams.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    streams.add_argument("--first-pass", nargs="+", type=int, default=[0, 160], choices=(0, 128, 160, 192, 224),
+                         metavar="PX",
+                         help="first pass sizes to compare; 0: the full look on every frame (default: 0 160)")
+    streams.add_argument("--model", type=Path, metavar="DIR", help="model bundle (default: the shipped one)")
+    streams.add_argument("--seed", type=int, default=0, help="the frames' sway, light and noise")
+    streams.add_argument("--every", type=int, default=1, choices=range(1, 1001), metavar="N",
+                         help="use every N-th photo")
+    streams.add_argument("--json", type=Path, metavar="FILE", help="also write each stream's outcome here")
+
     collect = steps.add_parser("collect", help="save face crops from a camera or video for retraining")
     collect.add_argument("source", help="camera index (0), /dev/videoN, auto, picamera2, scenes (the demo), "
                                         "or a video file, image folder or glob")
@@ -147,6 +159,14 @@ def run(args: argparse.Namespace) -> dict | int | str:
         from .detectors import side_by_side
 
         return side_by_side(args.peer, model_dir=args.model, rounds=args.rounds, frames=args.frames)
+    if args.step == "door-streams":
+        from .streams import door_streams, markdown
+
+        results = door_streams(args.data, first_pass_sizes=[size or None for size in args.first_pass],
+                               model_dir=args.model, seed=args.seed, every=args.every)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+        return markdown(results)
     if args.step == "collect":
         from .collect import collect
 

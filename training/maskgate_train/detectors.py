@@ -308,9 +308,9 @@ class Tally:
         return round(100.0 * hit / total, 1) if total else None
 
 
-def scene_photos(data: Path, every: int):
-    """(set, image, [(label, box)]) for every annotated photo of the scene sets."""
-    for name in SCENE_SETS:
+def scene_photos(data: Path, every: int, *, sets: tuple[str, ...] = SCENE_SETS):
+    """(set, image, [(label, box)]) for every ``every``-th annotated photo of the scene sets."""
+    for name in sets:
         for xml_path in sorted((data / name / "annotations").glob("*.xml"))[::every]:
             root = ET.parse(xml_path).getroot()
             boxes = [(VOC_LABELS[obj.findtext("name")],
