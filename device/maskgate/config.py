@@ -16,7 +16,11 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, 
 
 from .errors import ConfigError
 from .net import is_loopback
-from .vision.detector import FIRST_PASS_SIZE, INPUT_SIZE, MIN_SIDE
+
+# The face detector's defaults (vision/detector.py reads them from here; see docs/detectors.md)
+INPUT_SIZE = 320  # the frame's longer side is scaled to this in the full pass
+FIRST_PASS_SIZE = None  # in a stream, a cheaper first pass (longer side, e.g. 160); off by default
+MIN_SIDE = 64  # thinner inputs are padded: YuNet returns garbage boxes (inf, 1e26) on a 32 px side
 
 
 class Section(BaseModel):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import glob
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -19,22 +18,9 @@ import numpy as np
 from ..config import CameraConfig
 from ..errors import MaskgateError
 from ..images import list_images, read_image
+from .frame import EndOfStream, Frame, SourceError
 
 log = logging.getLogger(__name__)
-
-
-class SourceError(MaskgateError):
-    """The camera failed or disappeared; the daemon locks the door and reconnects."""
-
-
-class EndOfStream(Exception):
-    """A replay ran out of frames (and does not loop)."""
-
-
-@dataclass(frozen=True)
-class Frame:
-    image: np.ndarray  # BGR uint8
-    time: float  # seconds, monotonic clock or replay timeline
 
 
 class OpenCVSource:

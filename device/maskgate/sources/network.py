@@ -18,7 +18,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import cv2
 
 from ..config import CameraConfig
-from . import Frame, SourceError
+from .frame import Frame, SourceError
 
 log = logging.getLogger(__name__)
 

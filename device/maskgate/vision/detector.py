@@ -10,16 +10,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..config import FIRST_PASS_SIZE, INPUT_SIZE, MIN_SIDE
 from ..errors import ModelError
 from ..images import as_bgr
 
 MODEL_FILE = "face_detection_yunet_2026may.onnx"
-INPUT_SIZE = 320  # the frame's longer side is scaled to this (see docs/detectors.md)
-FIRST_PASS_SIZE = None  # in a stream, a cheaper first pass (longer side, e.g. 160); off by default (docs/detectors.md)
 FULL_PASS_EVERY = 3  # in a stream, the INPUT_SIZE pass on every 3rd frame whatever the first pass finds
 # (the daemon uses decision.frames_to_decide, default 3: every decision sees a full pass)
 FIRST_PASS_MIN_PX = 80  # the first pass's answer stands only with a face this tall (the daemon: decision.min_face_px)
-MIN_SIDE = 64  # thinner inputs are padded: YuNet returns garbage boxes (inf, 1e26) on a 32 px side
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")  # the subject's right/left
 
 
