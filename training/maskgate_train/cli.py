@@ -28,58 +28,67 @@ BACKBONES = (0.35, 1.0)  # MobileNetV2 widths with offline ImageNet weights
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskgate-train", description="Train and export maskgate's mask classifier.")
     steps = parser.add_subparsers(dest="step", metavar="STEP", required=True)
+    _add_recipe_steps(steps)
+    _add_measurements(steps)
+    _add_collect(steps)
+    return parser
 
-    def common(p, *, data=False, model=False):
-        p.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "maskgate-train",
-                       help="where crops, manifest and the float model go (default ~/.cache/maskgate-train)")
-        p.add_argument("--exclude-source", action="append", default=[], metavar="NAME",
-                       help="leave a source out of train and test (e.g. to measure on unseen photos)")
-        if data:
-            p.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data",
-                           help="data root with faces/<source>/<class>/ and scenes/ (default ../shared/data)")
-            p.add_argument("--sources", nargs="+", default=DEFAULT_SOURCES, metavar="NAME")
-            p.add_argument("--heldout-sources", nargs="*", default=HELDOUT_SOURCES, metavar="NAME",
-                           help="research/<NAME> sets cropped for measuring only, never for training")
-            p.add_argument("--input-size", type=int, default=128, choices=range(64, 225), metavar="PX")
-            p.add_argument("--margin", type=float, default=0.2)
-        if model:
-            p.add_argument("--keras-home", type=Path, default=REPO_ROOT.parent / "shared" / "keras",
-                           help="folder with models/<ImageNet .h5> (default ../shared/keras)")
-            p.add_argument("--no-imagenet", action="store_true", help="train from scratch (tests only)")
-            p.add_argument("--backbone", type=float, default=Hyperparameters.alpha, choices=BACKBONES,
-                           help="the face model's MobileNetV2 width: 0.35 (ImageNet .h5 from --keras-home) or 1.0 "
-                                "(ImageNet weights ported once from --imagenet-tflite into the work dir; the "
-                                "nose check stays 0.35)")
-            p.add_argument("--imagenet-tflite", type=Path, default=DEFAULT_IMAGENET_TFLITE,
-                           help="int8 MobileNetV2-1.0 ImageNet TFLite model the 1.0 backbone is ported from")
-            p.add_argument("--fine-tune-from", default=Hyperparameters.fine_tune_from, metavar="LAYER",
-                           help="the face model's backbone is fine-tuned from this layer on "
-                                "(default %(default)s; earlier = deeper)")
-            p.add_argument("--templates", type=Path, default=DEFAULT_TEMPLATES,
-                           help="MaskTheFace mask templates for synthetic masks (default ../shared/data/mask-templates)")
-            p.add_argument("--head-epochs", type=int, default=Hyperparameters.head_epochs)
-            p.add_argument("--fine-tune-epochs", type=int, default=Hyperparameters.fine_tune_epochs)
-            p.add_argument("--seed", type=int, default=Hyperparameters.seed,
-                           help="training seed (runs differ by several points: compare variants over seeds)")
-            p.add_argument("--teachers", type=int, default=Hyperparameters.teachers, choices=range(0, 9), metavar="N",
-                           help="train N teacher face models first and distil their mean prediction into the model: "
-                                "steadier from run to run, N+1 times the training time (default 0)")
-        p.add_argument("--bundle", type=Path, default=default_bundle_dir(), help="model bundle directory to write")
 
+def _common(p, *, data=False, model=False):
+    """The options every recipe step shares; ``data``: where the photos are; ``model``: how to train."""
+    p.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "maskgate-train",
+                   help="where crops, manifest and the float model go (default ~/.cache/maskgate-train)")
+    p.add_argument("--exclude-source", action="append", default=[], metavar="NAME",
+                   help="leave a source out of train and test (e.g. to measure on unseen photos)")
+    if data:
+        p.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data",
+                       help="data root with faces/<source>/<class>/ and scenes/ (default ../shared/data)")
+        p.add_argument("--sources", nargs="+", default=DEFAULT_SOURCES, metavar="NAME")
+        p.add_argument("--heldout-sources", nargs="*", default=HELDOUT_SOURCES, metavar="NAME",
+                       help="research/<NAME> sets cropped for measuring only, never for training")
+        p.add_argument("--input-size", type=int, default=128, choices=range(64, 225), metavar="PX")
+        p.add_argument("--margin", type=float, default=0.2)
+    if model:
+        p.add_argument("--keras-home", type=Path, default=REPO_ROOT.parent / "shared" / "keras",
+                       help="folder with models/<ImageNet .h5> (default ../shared/keras)")
+        p.add_argument("--no-imagenet", action="store_true", help="train from scratch (tests only)")
+        p.add_argument("--backbone", type=float, default=Hyperparameters.alpha, choices=BACKBONES,
+                       help="the face model's MobileNetV2 width: 0.35 (ImageNet .h5 from --keras-home) or 1.0 "
+                            "(ImageNet weights ported once from --imagenet-tflite into the work dir; the "
+                            "nose check stays 0.35)")
+        p.add_argument("--imagenet-tflite", type=Path, default=DEFAULT_IMAGENET_TFLITE,
+                       help="int8 MobileNetV2-1.0 ImageNet TFLite model the 1.0 backbone is ported from")
+        p.add_argument("--fine-tune-from", default=Hyperparameters.fine_tune_from, metavar="LAYER",
+                       help="the face model's backbone is fine-tuned from this layer on "
+                            "(default %(default)s; earlier = deeper)")
+        p.add_argument("--templates", type=Path, default=DEFAULT_TEMPLATES,
+                       help="MaskTheFace mask templates for synthetic masks (default ../shared/data/mask-templates)")
+        p.add_argument("--head-epochs", type=int, default=Hyperparameters.head_epochs)
+        p.add_argument("--fine-tune-epochs", type=int, default=Hyperparameters.fine_tune_epochs)
+        p.add_argument("--seed", type=int, default=Hyperparameters.seed,
+                       help="training seed (runs differ by several points: compare variants over seeds)")
+        p.add_argument("--teachers", type=int, default=Hyperparameters.teachers, choices=range(0, 9), metavar="N",
+                       help="train N teacher face models first and distil their mean prediction into the model: "
+                            "steadier from run to run, N+1 times the training time (default 0)")
+    p.add_argument("--bundle", type=Path, default=default_bundle_dir(), help="model bundle directory to write")
+
+
+def _add_recipe_steps(steps) -> None:
+    """prepare → train → evaluate → export, ``all`` of them, and the steps around them."""
     port = steps.add_parser("port-imagenet", help="port MobileNetV2-1.0 ImageNet weights from TFLite to Keras "
                                                   "(once; train --backbone 1.0 does it when needed)")
     port.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "maskgate-train")
     port.add_argument("--imagenet-tflite", type=Path, default=DEFAULT_IMAGENET_TFLITE)
     port.add_argument("--check-photos", type=Path, metavar="DIR",
                       help="photos both models must give the same ImageNet class (default: test/ beside the model)")
-    common(steps.add_parser("prepare", help="detect and crop faces, dedupe, split, write the manifest"), data=True)
-    common(steps.add_parser("train", help="transfer-train MobileNetV2 on the prepared crops"), model=True)
-    common(steps.add_parser("train-nose", help="train the nose check (is the nose covered?) on nose patches"),
+    _common(steps.add_parser("prepare", help="detect and crop faces, dedupe, split, write the manifest"), data=True)
+    _common(steps.add_parser("train", help="transfer-train MobileNetV2 on the prepared crops"), model=True)
+    _common(steps.add_parser("train-nose", help="train the nose check (is the nose covered?) on nose patches"),
            model=True)
-    common(steps.add_parser("evaluate", help="test-split metrics and the grant threshold"))
-    common(steps.add_parser("export", help="int8 TFLite bundle + report (with any leave-one-source-out results)"))
+    _common(steps.add_parser("evaluate", help="test-split metrics and the grant threshold"))
+    _common(steps.add_parser("export", help="int8 TFLite bundle + report (with any leave-one-source-out results)"))
     everything = steps.add_parser("all", help="prepare, train, evaluate, [holdout] and export in one go")
-    common(everything, data=True, model=True)
+    _common(everything, data=True, model=True)
     everything.add_argument("--site-data", type=Path, metavar="SITE_TAR",
                             help="a site's labelled faces (maskgate collect export) join training; the bundle is "
                                  "refused if its false grants on the measure-only sources rise above the shipped one's")
@@ -91,18 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
                             help="sources to leave out one at a time (train without, test on all of it) before the "
                                  "threshold is chosen; default every training source")
     holdout = steps.add_parser("holdout", help="train without one source, test on all of it (unseen-photo figure)")
-    common(holdout, model=True)
+    _common(holdout, model=True)
     holdout.add_argument("--source", required=True, help="the source to hold out, e.g. scenes")
 
-    common(steps.add_parser("reference", help="write the bundle's reference embeddings (for maskgate model adapt) "
+    _common(steps.add_parser("reference", help="write the bundle's reference embeddings (for maskgate model adapt) "
                                               "from the prepared validation and test photos"))
     measure_adapt = steps.add_parser("measure-adapt", help="what maskgate model adapt gains when a measure-only source "
                                                            "stands in for the site (docs/teach.md)")
-    common(measure_adapt)
+    _common(measure_adapt)
     measure_adapt.add_argument("--site", required=True, metavar="SOURCE", help="the measure-only source, e.g. rmfd")
     measure_adapt.add_argument("--counts", nargs="+", type=int, default=[25, 100, 300], metavar="K")
     measure_adapt.add_argument("--draws", type=int, default=5, metavar="N")
 
+
+def _add_measurements(steps) -> None:
+    """The figures in docs/detectors.md: detectors, the whole pipeline next to the peer, the door over streams."""
     detectors = steps.add_parser("detectors", help="compare face detectors on the shared data (docs/detectors.md)")
     detectors.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
     detectors.add_argument("--every", type=int, default=1, metavar="N", help="use every N-th photo of each set")
@@ -136,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="use every N-th photo")
     streams.add_argument("--json", type=Path, metavar="FILE", help="also write each stream's outcome here")
 
+
+def _add_collect(steps) -> None:
     collect = steps.add_parser("collect", help="save face crops from a camera or video for retraining")
     collect.add_argument("source", help="camera index (0), /dev/videoN, auto, picamera2, scenes (the demo), "
                                         "or a video file, image folder or glob")
@@ -146,57 +160,83 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--size", type=int, default=128)
     collect.add_argument("--margin", type=float, default=0.2)
     collect.add_argument("--show", action="store_true", help="preview window; SPACE saves a crop")
-    return parser
 
 
 def run(args: argparse.Namespace) -> dict | int | str:
-    if args.step == "detectors":
-        from .detectors import report
+    tool = TOOLS.get(args.step)
+    return tool(args) if tool else _run_recipe(args)
 
-        return report(args.data, every=args.every, folder_every=args.folder_every, json_path=args.json,
-                      peer=args.peer, only=args.only)
-    if args.step == "side-by-side":
-        from .detectors import side_by_side
 
-        return side_by_side(args.peer, model_dir=args.model, rounds=args.rounds, frames=args.frames)
-    if args.step == "door-streams":
-        from .streams import door_streams, markdown
+def _detectors(args) -> str:
+    from .detectors import report
 
-        results = door_streams(args.data, first_pass_sizes=[size or None for size in args.first_pass],
-                               model_dir=args.model, seed=args.seed, every=args.every)
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=1))
-        return markdown(results)
-    if args.step == "collect":
-        from .collect import collect
+    return report(args.data, every=args.every, folder_every=args.folder_every, json_path=args.json,
+                  peer=args.peer, only=args.only)
 
-        return collect(args.source, args.out, label=args.label, every=args.every, count=args.count,
-                       size=args.size, margin=args.margin, show=args.show)
-    if args.step == "reference":
-        from .dataset import load_prepared
-        from .export import write_reference
 
-        prepared = load_prepared(args.work_dir, exclude_sources=("site",))
-        splits = [prepared[name] for name in ("val", "test")]
-        count = write_reference(args.bundle, np.concatenate([s.images for s in splits]),
-                                np.concatenate([s.labels for s in splits]))
-        return f"{count} reference faces in {args.bundle}"
-    if args.step == "measure-adapt":
-        from .adapt_measure import measure
+def _side_by_side(args) -> str:
+    from .detectors import side_by_side
 
-        return measure(args.work_dir, args.bundle, site=args.site, counts=args.counts, draws=args.draws)
-    if args.step == "port-imagenet":
-        return port_imagenet(args.imagenet_tflite, args.work_dir, args.check_photos)
+    return side_by_side(args.peer, model_dir=args.model, rounds=args.rounds, frames=args.frames)
+
+
+def _door_streams(args) -> str:
+    from .streams import door_streams, markdown
+
+    results = door_streams(args.data, first_pass_sizes=[size or None for size in args.first_pass],
+                           model_dir=args.model, seed=args.seed, every=args.every)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return markdown(results)
+
+
+def _collect(args) -> int:
+    from .collect import collect
+
+    return collect(args.source, args.out, label=args.label, every=args.every, count=args.count,
+                   size=args.size, margin=args.margin, show=args.show)
+
+
+def _reference(args) -> str:
+    from .dataset import load_prepared
+    from .export import write_reference
+
+    prepared = load_prepared(args.work_dir, exclude_sources=("site",))
+    splits = [prepared[name] for name in ("val", "test")]
+    count = write_reference(args.bundle, np.concatenate([s.images for s in splits]),
+                            np.concatenate([s.labels for s in splits]))
+    return f"{count} reference faces in {args.bundle}"
+
+
+def _measure_adapt(args) -> str:
+    from .adapt_measure import measure
+
+    return measure(args.work_dir, args.bundle, site=args.site, counts=args.counts, draws=args.draws)
+
+
+TOOLS = {"detectors": _detectors, "side-by-side": _side_by_side, "door-streams": _door_streams,
+         "collect": _collect, "reference": _reference, "measure-adapt": _measure_adapt,
+         "port-imagenet": lambda args: port_imagenet(args.imagenet_tflite, args.work_dir, args.check_photos)}
+
+
+def _training(args) -> tuple[Hyperparameters, Path | None, Path | None]:
+    """The hyperparameters, the face model's ImageNet weights and the nose check's (0.35) from the options."""
+    nose_weights = None if args.no_imagenet else find_imagenet_weights(args.keras_home)
+    weights = nose_weights if args.no_imagenet or args.backbone == 0.35 else (
+        args.work_dir / PORTED_FILE if (args.work_dir / PORTED_FILE).is_file()
+        else Path(port_imagenet(args.imagenet_tflite, args.work_dir)["weights"]))
+    hp = Hyperparameters(alpha=args.backbone, fine_tune_from=args.fine_tune_from, head_epochs=args.head_epochs,
+                         fine_tune_epochs=args.fine_tune_epochs, teachers=args.teachers, seed=args.seed)
+    if not (args.templates / "masks" / "masks.cfg").is_file():
+        raise DataError(f"{args.templates}: mask templates not found (masks/masks.cfg)")
+    return hp, weights, nose_weights
+
+
+def _run_recipe(args) -> dict:
+    """One recipe step, or ``all`` of them in order (with a site's photos when given)."""
     excluded = tuple(args.exclude_source)
     if args.step in ("train", "train-nose", "all", "holdout"):
-        nose_weights = None if args.no_imagenet else find_imagenet_weights(args.keras_home)
-        weights = nose_weights if args.no_imagenet or args.backbone == 0.35 else (
-            args.work_dir / PORTED_FILE if (args.work_dir / PORTED_FILE).is_file()
-            else Path(port_imagenet(args.imagenet_tflite, args.work_dir)["weights"]))
-        hp = Hyperparameters(alpha=args.backbone, fine_tune_from=args.fine_tune_from, head_epochs=args.head_epochs,
-                             fine_tune_epochs=args.fine_tune_epochs, teachers=args.teachers, seed=args.seed)
-        if not (args.templates / "masks" / "masks.cfg").is_file():
-            raise DataError(f"{args.templates}: mask templates not found (masks/masks.cfg)")
+        hp, weights, nose_weights = _training(args)
     if args.step == "holdout":
         return run_holdout(args.work_dir, source=args.source, hp=hp, weights=weights, templates=args.templates).metrics
     result = {}
