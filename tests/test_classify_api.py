@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -279,3 +281,38 @@ def test_a_client_refused_mid_upload_reads_its_413_not_a_connection_reset(daemon
     answers = [post(daemon[1], body) for _ in range(10)]
     assert [status for status, _, _ in answers] == [413] * 10
     assert all("request body over 2000000 bytes" in answer["error"] for _, _, answer in answers)
+
+
+def test_a_body_keeps_its_place_until_a_worker_is_done_with_it(tmp_path, tiny_bundles, core, photos, monkeypatch):
+    """A caller that stops waiting (the answer timed out) frees no place while its body waits for a worker, so
+    at most workers + queue bodies are ever held; once the worker is through them, callers are served again."""
+    import maskgate.images
+    from maskgate.services.web import classify
+
+    working, stalled, decode = threading.Event(), threading.Event(), maskgate.images.decode_image
+
+    def slow_decode(*args, **kwargs):
+        working.set()
+        stalled.wait(60)
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(maskgate.images, "decode_image", slow_decode)
+    monkeypatch.setattr(classify, "ANSWER_TIMEOUT", 0.5)
+    config = Config.model_validate(raw_config(tmp_path, tiny_bundles, workers=1, queue=2))
+    image = (photos / "masked.png").read_bytes()
+    with running(config, core, SceneCamera({"empty": np.full((480, 640, 3), 90, np.uint8)}, "empty")) as (app, web):
+        with ThreadPoolExecutor(3) as pool:
+            first = pool.submit(post, web, image)
+            assert working.wait(30), "the worker took the first body"
+            timed_out = [first.result()] + list(pool.map(lambda _: post(web, image), range(2)))  # … the queue two
+        assert [(a[0], "in time" in a[2]["error"]) for a in timed_out] == [(503, True)] * 3
+        with socket.create_connection((web.host, web.port), timeout=30) as sock:  # a body announced, never sent
+            sock.sendall(f"POST /api/v1/classify HTTP/1.1\r\nHost: {web.host}:{web.port}\r\n"
+                         f"Authorization: Bearer {API_TOKEN}\r\nContent-Length: 100000\r\n\r\n".encode())
+            answer = b""
+            while chunk := sock.recv(4096):  # the server closes after refusing
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 503") and b"queue place is taken" in answer, \
+            "refused before its body is read: the three bodies still hold their places"
+        stalled.set()
+        assert wait_for(lambda: post(web, image)[0] == 200, what="a place again once the worker is through")

@@ -166,10 +166,18 @@ class ClassifyApi:
             raise ApiError(401, "token required: Authorization: Bearer <web.api.token>", {"WWW-Authenticate": "Bearer"})
         if self.places.locked():  # before reading the body: a busy daemon spends nothing on it
             raise busy()
-        async with self.places:
-            return await self._classify(request)
+        await self.places.acquire()
+        try:
+            future = await self._submit(request)
+        except BaseException:
+            self.places.release()
+            raise
+        # the place goes with the body: free once a worker is done with it, not when the caller stops waiting
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(lambda _: _call_soon(loop, self.places.release))
+        return await _answer(future)
 
-    async def _classify(self, request: Request) -> JSONResponse:
+    async def _submit(self, request: Request) -> Future:
         body = await _read_capped(request, self.settings.max_body_bytes)
         name = request.query_params.get("name") or "upload"
         content_type = request.headers.get("content-type", "")
@@ -179,16 +187,27 @@ class ClassifyApi:
         else:
             data = body
         try:
-            future = self.workers.submit(name, data)
+            return self.workers.submit(name, data)
         except queue.Full:
             raise busy() from None
-        try:
-            record = await asyncio.wait_for(asyncio.wrap_future(future), ANSWER_TIMEOUT)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            raise ApiError(503, "busy: no classify worker answered in time", {"Retry-After": "1"}) from None
-        except FrameError as exc:
-            raise ApiError(413 if isinstance(exc, ImageTooLarge) else 422, str(exc)) from None
-        return JSONResponse(record, headers={"Cache-Control": "no-store"})
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback) -> None:
+    try:
+        loop.call_soon_threadsafe(callback)
+    except RuntimeError:  # the loop has closed: the server is gone, and its places with it
+        pass
+
+
+async def _answer(future: Future) -> JSONResponse:
+    """The worker's record; a caller that stops waiting leaves the job (and its place) to the worker."""
+    try:
+        record = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), ANSWER_TIMEOUT)
+    except (asyncio.TimeoutError, asyncio.CancelledError):
+        raise ApiError(503, "busy: no classify worker answered in time", {"Retry-After": "1"}) from None
+    except FrameError as exc:
+        raise ApiError(413 if isinstance(exc, ImageTooLarge) else 422, str(exc)) from None
+    return JSONResponse(record, headers={"Cache-Control": "no-store"})
 
 
 async def _read_capped(request: Request, limit: int) -> bytearray:
