@@ -20,13 +20,29 @@ from test_daemon import replay
 FAINT = (220, 110, 40)  # BGR: a mask the tiny model calls with_mask at p ≈ 0.5, below the bundle's 0.8: "unsure"
 
 
+class InTurn:
+    """The replay's frames, each once every subscriber has handled the one before. The collector keeps only the
+    newest frame when it falls behind (as it should); in turn, it sees every frame however busy the machine is."""
+
+    def __init__(self, frames):
+        self.frames, self.bus = frames, None
+
+    def __iter__(self):
+        for frame in self.frames:
+            assert self.bus.drain(timeout=60), "the subscribers handled the previous frame"
+            yield frame
+
+
 def door(tmp_path, bundle_dir, frames, **sections):
+    in_turn = InTurn(frames)
     config = Config.model_validate({
         "camera": {"backend": "scenes"}, "classifier": {"model_dir": str(bundle_dir)},
         "decision": {"frames_to_decide": 3, "unlock_seconds": 1.0, "denied_seconds": 0.5, "cooldown_seconds": 0.5,
                      "min_face_px": 150},
         "events": {"state_dir": str(tmp_path / "state")}, "web": {"enabled": False}, **sections})
-    return App(config, pin_factory=MockFactory(), open_source=replay(frames))
+    app = App(config, pin_factory=MockFactory(), open_source=replay(in_turn))
+    in_turn.bus = app.bus
+    return app
 
 
 def outcomes(tmp_path) -> list[str]:
