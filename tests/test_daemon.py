@@ -47,6 +47,20 @@ def make_config(tmp_path, **sections) -> Config:
     return Config.model_validate({**base, **sections})
 
 
+class InTurn:
+    """The replay's frames, each once every subscriber has handled the one before. A subscriber that keeps only the
+    newest frame when it falls behind (collect, shadow) sees every frame in turn, however busy the machine is.
+    Set ``bus`` to the App's bus before it runs."""
+
+    def __init__(self, frames):
+        self.frames, self.bus = frames, None
+
+    def __iter__(self):
+        for frame in self.frames:
+            assert self.bus.drain(timeout=60), "the subscribers handled the previous frame"
+            yield frame
+
+
 def replay(frames):
     def open_source():
         source = ReplaySource(lambda: iter(frames), fps=10, paced=False)

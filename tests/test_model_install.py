@@ -19,7 +19,7 @@ from maskgate.teach import current_user
 from maskgate.vision.bundles import Models, bundle_id, pack
 from maskgate.vision.classifier import default_bundle_dir
 from maskgate.vision.core import classifier_bundle
-from test_daemon import make_config, replay
+from test_daemon import InTurn, make_config, replay
 
 
 @pytest.fixture
@@ -175,7 +175,9 @@ def test_shadow_counts_how_the_staged_model_would_change_verdicts(tiny_bundles, 
     assert request["bundle"] == Models(state).status()["staged"] and request["until"] > request["started"]
 
     frames = [scenes["masked"]] * 40 + [scenes["empty"]] * 10 + [scenes["bare"]] * 40
-    app = App(make_config(tmp_path), core=core, pin_factory=MockFactory(), open_source=replay(frames))
+    in_turn = InTurn(frames)
+    app = App(make_config(tmp_path), core=core, pin_factory=MockFactory(), open_source=replay(in_turn))
+    in_turn.bus = app.bus
     shadow = next(s for s in app.services if s.name == "shadow")
     shadow.sample_seconds = 0.0  # judge every frame it is handed: the replay runs faster than real time
     assert app.run() == 0

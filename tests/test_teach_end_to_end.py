@@ -15,22 +15,9 @@ from maskgate.services.shadow import RESULT, read_json
 from maskgate.sources.scenes import door_scene
 from maskgate.vision.bundles import Models
 from test_adapt import bundle  # noqa: F401  (the fixture: the tiny bundle with reference embeddings)
-from test_daemon import replay
+from test_daemon import InTurn, replay
 
 FAINT = (220, 110, 40)  # BGR: a mask the tiny model calls with_mask at p ≈ 0.5, below the bundle's 0.8: "unsure"
-
-
-class InTurn:
-    """The replay's frames, each once every subscriber has handled the one before. The collector keeps only the
-    newest frame when it falls behind (as it should); in turn, it sees every frame however busy the machine is."""
-
-    def __init__(self, frames):
-        self.frames, self.bus = frames, None
-
-    def __iter__(self):
-        for frame in self.frames:
-            assert self.bus.drain(timeout=60), "the subscribers handled the previous frame"
-            yield frame
 
 
 def door(tmp_path, bundle_dir, frames, **sections):
