@@ -7,7 +7,8 @@ import pytest
 
 from maskgate.vision.classifier import LABELS
 from maskgate_train.cli import main
-from maskgate_train.streams import door_streams, jittered, markdown, setting_name
+from maskgate_train.detectors import stream_variant_name
+from maskgate_train.streams import door_streams, jittered, markdown
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ILC = DATA / "research" / "ilc2021" / "annotations"
@@ -16,7 +17,7 @@ ILC = DATA / "research" / "ilc2021" / "annotations"
 @pytest.mark.skipif(not ILC.is_dir(), reason=f"measure-only scene photos not present at {ILC}")
 def test_every_setting_decides_on_the_same_streams():
     results = door_streams(DATA, first_pass_sizes=[None, 160], every=40, seed=3)
-    full, cheap = results[setting_name(None)], results[setting_name(160)]
+    full, cheap = results[stream_variant_name(None, 3)], results[stream_variant_name(160, 3)]
     assert len(full) == len(cheap) > 5
     assert [row["label"] for row in full] == [row["label"] for row in cheap]
     assert {row["label"] for row in full} <= set(LABELS)
@@ -27,7 +28,7 @@ def test_every_setting_decides_on_the_same_streams():
     assert any(row["outcome"] == "granted" for row in full if row["label"] == "with_mask")
     assert not any(row["outcome"] == "granted" for row in full if row["label"] == "without_mask")
     table = markdown(results).splitlines()
-    assert sum(line.startswith(("| full look", "| 160 px")) for line in table) == 2
+    assert sum(line.startswith("| YuNet") for line in table) == 2
     assert table[-1].endswith("|") and "0 / 0 |" in table[-2], "the first row differs from itself in nothing"
 
 

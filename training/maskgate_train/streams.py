@@ -17,13 +17,12 @@ import cv2
 import numpy as np
 
 from maskgate.access.decider import Decider
-from maskgate.access.verdict import Rule
-from maskgate.config import Config
-from maskgate.vision.classifier import LABELS, MaskClassifier
+from maskgate.access.verdict import Rule, decision_rule
+from maskgate.config import Config, changed
+from maskgate.vision.classifier import LABELS, default_bundle_dir
 from maskgate.vision.core import InferenceCore
-from maskgate.vision.detector import FaceDetector
 
-from .detectors import on_door_frame, scene_photos
+from .detectors import on_door_frame, scene_photos, stream_variant_name
 from .errors import DataError
 
 STREAM_SETS = ("research/ilc2021",)  # measure-only: never trained on
@@ -33,33 +32,25 @@ SHIFT_PX, LIGHT, NOISE = 4, 0.1, 3.0  # per frame: shift up to ±4 px, brightnes
 
 def door_streams(data: Path, *, first_pass_sizes: list[int | None], model_dir: Path | None = None,
                  seed: int = 0, every: int = 1) -> dict[str, list[dict]]:
-    """Per detector setting (``None``: the full look on every frame), one row per stream: its label, the
-    door's first decision (``granted``, ``denied`` or ``checking``) and the seconds from the first frame with a
-    door-sized face to that decision. Every setting sees the same frames (the same ``seed``)."""
+    """Per detector setting (``None``: the full look on every frame; named as ``side-by-side`` names it), one
+    row per stream: its label, the door's first decision (``granted``, ``denied`` or ``checking``) and the
+    seconds from the first frame with a door-sized face to that decision. Every setting sees the same frames
+    (the same ``seed``), through the core and rule the daemon builds from its default config."""
     missing = [name for name in STREAM_SETS if not (data / name / "annotations").is_dir()]
     if missing:
         raise DataError(f"{data / missing[0]}: no annotations/ (the measure-only scene photos)")
-    config = Config()
-    classifier = MaskClassifier(model_dir, num_threads=2)
-    rule = Rule.from_config(config.decision, threshold=classifier.threshold,
-                            nose_threshold=classifier.nose_threshold)
-    streams = [(label, frame) for label, frame in _door_sized(data, every, config.decision.min_face_px)]
+    default = Config()
+    streams = list(_door_sized(data, every, default.decision.min_face_px))
     results: dict[str, list[dict]] = {}
     for first in first_pass_sizes:
-        detector = FaceDetector(num_threads=2, first_pass_size=first,
-                                full_pass_every=config.decision.frames_to_decide,
-                                first_pass_min_px=config.decision.min_face_px)
-        core = InferenceCore(detector, classifier)
+        config = changed(default, detector={"first_pass_size": first})
+        core = InferenceCore.from_config(config, model_dir=model_dir or default_bundle_dir())
+        rule = decision_rule(config, core.classifier)
         rng = np.random.default_rng(seed)
-        results[setting_name(first)] = [
+        results[stream_variant_name(first, round(core.detector.full_pass_every))] = [
             {"label": label, **_first_decision(core, Decider(config.decision, rule=rule), rule, frame, rng)}
             for label, frame in streams]
     return results
-
-
-def setting_name(first_pass_size: int | None) -> str:
-    return "full look on every frame" if first_pass_size is None else \
-        f"{first_pass_size} px first pass, full look every 3rd frame"
 
 
 def _door_sized(data: Path, every: int, min_face_px: float):
@@ -102,13 +93,17 @@ def markdown(results: dict[str, list[dict]]) -> str:
     for name, rows in results.items():
         masked = _shares(rows, "with_mask")
         times = [row["seconds"] for row in rows if row["seconds"] is not None]
-        lost = sum(a["outcome"] == "granted" != b["outcome"] for a, b in zip(reference, rows) if a["label"] == "with_mask")
-        won = sum(b["outcome"] == "granted" != a["outcome"] for a, b in zip(reference, rows) if a["label"] == "with_mask")
+        lost, won = _granted_by_one_only(reference, rows), _granted_by_one_only(rows, reference)
         lines.append(f"| {name} | {masked['granted']} / {masked['denied']} / {masked['checking']} % | "
                      f"{_shares(rows, 'without_mask')['granted']} % | {_shares(rows, 'incorrect_mask')['granted']} % | "
                      f"{_quantile(times, 50)} / {_quantile(times, 95)} s | {lost} / {won} |")
     counts = ", ".join(f"{sum(row['label'] == label for row in reference)} {label}" for label in LABELS)
     return f"Streams of {SECONDS:g} s at {FPS:g} fps ({counts}):\n\n" + "\n".join(lines) + "\n"
+
+
+def _granted_by_one_only(these: list[dict], others: list[dict]) -> int:
+    """Masked streams granted in ``these`` and not in ``others`` (the same streams, in order)."""
+    return sum(a["outcome"] == "granted" != b["outcome"] for a, b in zip(these, others) if a["label"] == "with_mask")
 
 
 def _shares(rows: list[dict], label: str) -> dict[str, float | None]:
