@@ -76,12 +76,13 @@ def daemon(socket_dir, tmp_path):
 
 
 # The CLI's own main(), run by a process that becomes the user nobody once Python and maskgate are loaded
-# (the interpreter lives under /root, which nobody may not read).
+# (the interpreter lives under /root, and a checkout may sit in a 0700 directory: nobody may read neither).
 AS_NOBODY = """
 import os, sys
 import maskgate.config, maskgate.services.control
-from maskgate.cli import main
+from maskgate.cli import build_parser, main
 maskgate.config.Config()
+build_parser()  # what the parser imports lazily, loaded while the checkout can still be read
 os.setgroups({groups})
 os.setgid({gid})
 os.setuid({uid})
